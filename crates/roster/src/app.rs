@@ -1,0 +1,140 @@
+//! Start-up and shutdown: `Application::build(settings)` opens the store, runs migrations,
+//! starts the presence hub and binds the listener; `run_until_stopped(shutdown)` serves until
+//! the token is cancelled, then waits for the tasks it started.
+//!
+//! Tests use exactly this path with `--bind 127.0.0.1:0`, so what they exercise is what
+//! operators run. Nothing here knows about individual routes (see `web`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use presence::{Hub, HubConfig, PresenceObserver, UserId};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::settings::{redact_url, ServeArgs};
+use crate::store::Store;
+use crate::web::{self, AppState};
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    tasks: TaskTracker,
+    hub_task: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+/// How many offline batches may wait for the database before new ones are dropped (with a
+/// warning). One batch is written per presence tick, so this is minutes of database outage.
+const LAST_SEEN_QUEUE: usize = 1024;
+
+impl Application {
+    pub async fn build(settings: ServeArgs) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.db.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact_url(&settings.db.database_url)))?;
+        store.migrate().await?;
+        let registered = store.count_users().await?;
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let (last_seen_tx, last_seen_rx) = mpsc::channel(LAST_SEEN_QUEUE);
+        tasks.spawn(write_last_seen(store.clone(), last_seen_rx, shutdown.clone()));
+        let observer = Arc::new(LastSeenWriter { tx: last_seen_tx });
+
+        let hub_config = HubConfig {
+            grace: settings.presence_grace,
+            tick: settings.tick,
+            max_sockets_per_user: settings.max_sockets_per_user as usize,
+            ..HubConfig::default()
+        };
+        let (hub, hub_task) = Hub::start(hub_config, registered, observer, shutdown.clone());
+
+        let listener = TcpListener::bind(settings.bind).await?;
+        let state = AppState::new(store, hub, &settings, shutdown.clone());
+        Ok(Application {
+            listener,
+            state,
+            tasks,
+            hub_task,
+            shutdown,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The token that stops the server; cancel it to shut down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets the hub withdraw this
+    /// node's presence and waits for every task the application started.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let router = web::router(self.state.clone());
+        let token = self.shutdown.clone();
+        let serve = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { token.cancelled().await });
+        let result = serve.await;
+        // axum does not wait for upgraded WebSocket tasks (axum#3003): the hub closes them.
+        self.shutdown.cancel();
+        let _ = self.hub_task.await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        result.map_err(Into::into)
+    }
+}
+
+/// Hands offline transitions from the hub to the database writer without blocking the hub.
+struct LastSeenWriter {
+    tx: mpsc::Sender<Vec<(UserId, i64)>>,
+}
+
+impl PresenceObserver for LastSeenWriter {
+    fn went_offline(&self, users: &[(UserId, i64)]) {
+        if let Err(e) = self.tx.try_send(users.to_vec()) {
+            tracing::warn!(users = users.len(), error = %e, "last_seen queue full; these last_seen times are not saved");
+        }
+    }
+}
+
+/// Writes `last_seen` batches, merging whatever has queued up into one transaction.
+async fn write_last_seen(store: Store, mut rx: mpsc::Receiver<Vec<(UserId, i64)>>, shutdown: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            batch = rx.recv() => match batch { Some(b) => b, None => return },
+            () = shutdown.cancelled() => {
+                // Drain what is already queued so a clean stop loses nothing.
+                let mut rest = Vec::new();
+                while let Ok(b) = rx.try_recv() { rest.extend(b); }
+                if !rest.is_empty() {
+                    if let Err(e) = store.set_last_seen(&rest).await {
+                        tracing::error!(error = %e, "could not save last_seen at shutdown");
+                    }
+                }
+                return;
+            }
+        };
+        let mut batch = first;
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        if let Err(e) = store.set_last_seen(&batch).await {
+            tracing::error!(error = %e, users = batch.len(), "could not save last_seen");
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The subcommands: `serve` (default), `migrate`, and `user create|list|set-password|delete|import-django`.
+//!
+//! Passwords are read from a prompt (twice, hidden) or, when standard input is not a
+//! terminal, from its first line; never from argv, where other users could see them.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{self, NewPassword, Username};
+use crate::app::Application;
+use crate::settings::{redact_url, Cli, Command, DbArgs, ServeArgs, UserCommand};
+use crate::store::{NewUser, Store, StoreError};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Migrate(db)) => {
+            let store = open(&db).await?;
+            store.migrate().await?;
+            println!("Database {} ({}) is up to date.", redact_url(&db.database_url), store.backend());
+            Ok(())
+        }
+        Some(Command::User(cmd)) => user(cmd).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::logging::init(args.log_format);
+    if args.print_settings {
+        println!("{args:#?}");
+    }
+    let app = Application::build(args).await?;
+    tracing::info!("Roster serving on http://{}", app.local_addr());
+    let token = app.shutdown_token();
+    tokio::spawn(stop_on_signal(token));
+    app.run_until_stopped().await
+}
+
+/// Cancels `token` at SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+async fn open(db: &DbArgs) -> anyhow::Result<Store> {
+    let store = Store::connect(&db.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&db.database_url)))?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn find(store: &Store, name: &str) -> anyhow::Result<crate::store::User> {
+    match store.user_by_key(&accounts::username_key(name)).await? {
+        Some(u) => Ok(u),
+        None => bail!("no user named {name:?}"),
+    }
+}
+
+async fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Create { username, staff, db } => {
+            let name = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = open(&db).await?;
+            let password = read_new_password(name.as_str())?;
+            let hash = accounts::hash_password(password).await?;
+            let new = NewUser {
+                username: name.as_str(),
+                username_key: &name.key(),
+                password_hash: &hash,
+                is_staff: staff,
+                is_active: true,
+                date_joined: crate::now_ms(),
+                last_login: None,
+            };
+            match store.create_user(&new).await {
+                Ok(u) => println!("Created user {} (id {}){}.", u.username, u.id, if staff { ", staff" } else { "" }),
+                Err(StoreError::UsernameTaken) => bail!("{}", accounts::USERNAME_TAKEN),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        UserCommand::List { db } => {
+            let store = open(&db).await?;
+            println!("{:>8}  {:<30} {:<6} {:<7} {:<21} {:<21}", "id", "username", "staff", "active", "last login", "last seen");
+            let mut after = 0;
+            loop {
+                let batch = store.list_all(after, 500).await?;
+                let Some(last) = batch.last() else { break };
+                after = last.id;
+                for u in &batch {
+                    let t = |ms: Option<i64>| ms.map_or_else(|| "-".to_owned(), crate::web::pages::format_time);
+                    println!(
+                        "{:>8}  {:<30} {:<6} {:<7} {:<21} {:<21}",
+                        u.id,
+                        u.username,
+                        if u.is_staff { "yes" } else { "no" },
+                        if u.is_active { "yes" } else { "no" },
+                        t(u.last_login),
+                        t(u.last_seen)
+                    );
+                }
+            }
+        }
+        UserCommand::SetPassword { username, db } => {
+            let store = open(&db).await?;
+            let user = find(&store, &username).await?;
+            let password = read_new_password(&user.username)?;
+            let hash = accounts::hash_password(password).await?;
+            store.set_password_hash(user.id, &hash).await?;
+            let ended = store.delete_user_sessions(user.id).await?;
+            println!("Password changed for {}; {} session(s) logged out.", user.username, ended.len());
+        }
+        UserCommand::Delete { username, db } => {
+            let store = open(&db).await?;
+            let user = find(&store, &username).await?;
+            store.delete_user(user.id).await?;
+            println!("Deleted user {} (id {}) and their sessions.", user.username, user.id);
+        }
+        UserCommand::ImportDjango { file, db } => {
+            let store = open(&db).await?;
+            let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (users, errors) = accounts::parse_django_csv(&data[..]);
+            for e in &errors {
+                eprintln!("skipped: {e}");
+            }
+            let (mut created, mut taken) = (0, 0);
+            for u in users {
+                let new = NewUser {
+                    username: u.username.as_str(),
+                    username_key: &u.username.key(),
+                    password_hash: &u.password_hash,
+                    is_staff: u.is_staff,
+                    is_active: u.is_active,
+                    date_joined: u.date_joined_ms,
+                    last_login: u.last_login_ms,
+                };
+                match store.create_user(&new).await {
+                    Ok(_) => created += 1,
+                    Err(StoreError::UsernameTaken) => {
+                        taken += 1;
+                        eprintln!("skipped: {}: {}", u.username.as_str(), accounts::USERNAME_TAKEN);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!("Imported {created} user(s); {taken} already existed; {} row(s) had errors.", errors.len());
+            if !errors.is_empty() {
+                bail!("{} row(s) could not be imported", errors.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a new password (prompt twice on a terminal, else the first line of stdin) and checks
+/// it against Django's validators.
+fn read_new_password(username: &str) -> anyhow::Result<NewPassword> {
+    let raw = if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("Password: ")?;
+        let b = rpassword::prompt_password("Password (again): ")?;
+        if a != b {
+            bail!("{}", accounts::PASSWORD_MISMATCH);
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if raw.is_empty() {
+        bail!("the password is empty");
+    }
+    NewPassword::parse(&raw, username).map_err(|errors| {
+        anyhow::anyhow!(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
+    })
+}

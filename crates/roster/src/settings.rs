@@ -1,0 +1,234 @@
+//! Command line and settings: every flag has a `ROSTER_*` environment twin.
+//!
+//! This module only describes and parses settings; it must not open sockets, files or
+//! databases. Secrets (the password in a database URL) are redacted whenever settings
+//! are printed (`Debug` and `roster serve --print-settings`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Roster: who is online, live.
+///
+/// With no subcommand, `roster` serves (the same as `roster serve`).
+#[derive(Parser, Debug)]
+#[command(name = "roster", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Settings for `serve`, also accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the web pages and the live user list (the default).
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(DbArgs),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user. The password is read from a prompt, or from standard input when it is not a terminal.
+    Create {
+        /// The username (Django's rules: letters, digits and @ . + - _, at most 150 characters).
+        username: String,
+        /// Make the user staff (may use the admin pages).
+        #[arg(long)]
+        staff: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List users, oldest first.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set a user's password (read from a prompt, or from standard input when it is not a terminal).
+    SetPassword {
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Delete a user and all their sessions.
+    Delete {
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Import users from a CSV export of Django's `auth_user` table (keeps their pbkdf2_sha256 hashes;
+    /// each is upgraded to Argon2id at the user's next log in).
+    ImportDjango {
+        /// CSV file with a header row: username,password,is_staff,is_active,date_joined,last_login (other columns ignored).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the data lives.
+#[derive(Args, Clone)]
+pub struct DbArgs {
+    /// Database URL: `sqlite://roster.db` (created and migrated at first start) or `postgres://user:pass@host/db`.
+    #[arg(long, env = "ROSTER_DATABASE_URL", default_value = "sqlite://roster.db", global = true)]
+    pub database_url: String,
+}
+
+impl fmt::Debug for DbArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbArgs")
+            .field("database_url", &redact_url(&self.database_url))
+            .finish()
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, env = "ROSTER_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+
+    /// How long a user stays Online after their last socket closes, so a reload does not flash
+    /// Offline (e.g. `5s`, `500ms`, `0s`).
+    #[arg(long, env = "ROSTER_PRESENCE_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub presence_grace: Duration,
+
+    /// How often presence changes are sent out: the first change after a quiet tick goes out at
+    /// once; changes that arrive within a tick of the last batch wait for the next one.
+    #[arg(long, env = "ROSTER_TICK", default_value = "100ms", value_parser = parse_duration)]
+    pub tick: Duration,
+
+    /// Most sockets (open pages) one user may hold at once; more are refused with 429.
+    #[arg(long, env = "ROSTER_MAX_SOCKETS_PER_USER", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sockets_per_user: u32,
+
+    /// How often the server pings each socket.
+    #[arg(long, env = "ROSTER_PING_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A socket that has sent nothing (not even a pong) for ping interval + this is dropped.
+    #[arg(long, env = "ROSTER_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// Other origins (e.g. `https://roster.example.com`) whose pages may open the socket, comma
+    /// separated. The server's own host is always allowed; a handshake without `Origin`
+    /// (not from a browser) is allowed.
+    #[arg(long, env = "ROSTER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Users per page of the user list (`?page=N`).
+    #[arg(long, env = "ROSTER_PAGE_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size: u32,
+
+    /// Failed log-ins allowed per account and per client address within `--login-window`
+    /// before further attempts get 429.
+    #[arg(long, env = "ROSTER_LOGIN_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_limit: u32,
+
+    /// The window over which failed log-ins are counted (e.g. `15m`).
+    #[arg(long, env = "ROSTER_LOGIN_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub login_window: Duration,
+
+    /// How long a log in lasts (Django's default is two weeks).
+    #[arg(long, env = "ROSTER_SESSION_TTL", default_value = "14days", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// Mark cookies `Secure` (set this when Roster is served over HTTPS through a proxy).
+    #[arg(long, env = "ROSTER_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+
+    /// Log format: `text` (the tutorial's console lines) or `json` (one object per line).
+    #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Print the settings (secrets redacted) to standard output at start-up.
+    #[arg(long, env = "ROSTER_PRINT_SETTINGS")]
+    pub print_settings: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `5s`, `500ms`, `0s`, `15m`, `14days`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s, 500ms or 15m: {e}"))
+}
+
+/// Replaces the password of a URL like `postgres://user:secret@host/db` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://bob:hunter2@db:5432/roster"), "postgres://bob:***@db:5432/roster");
+        assert_eq!(redact_url("postgres://bob@db/roster"), "postgres://bob@db/roster");
+        assert_eq!(redact_url("sqlite://roster.db"), "sqlite://roster.db");
+        assert_eq!(redact_url("postgres://a:b@c@h/d?x=1"), "postgres://a:***@h/d?x=1");
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["roster"]).expect("parses");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8000");
+        assert_eq!(cli.serve.presence_grace, Duration::from_secs(5));
+        assert_eq!(cli.serve.page_size, 200);
+        assert!(!format!("{:?}", cli.serve.db).contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_redacts_database_password() {
+        let cli = Cli::try_parse_from(["roster", "serve", "--database-url", "postgres://u:hunter2@h/db"]).expect("parses");
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve expected") };
+        assert!(!format!("{args:?}").contains("hunter2"));
+    }
+}

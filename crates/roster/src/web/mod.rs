@@ -1,0 +1,159 @@
+//! The HTTP edge: routes, shared state, and the middleware every request passes through
+//! (access log, security headers, CSRF, body limits).
+//!
+//! Handlers live in `pages`; authentication in `session` extractors; CSRF in `csrf`. This
+//! module must not contain SQL or presence logic: it calls `Store` and `Hub`.
+
+pub mod api;
+pub mod assets;
+pub mod cookies;
+pub mod csrf;
+pub mod error;
+pub mod form;
+pub mod pages;
+pub mod session;
+pub mod templates;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use presence::Hub;
+use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::accounts::Throttle;
+use crate::settings::ServeArgs;
+use crate::store::Store;
+use crate::ws::Heartbeat;
+use cookies::CookieOptions;
+
+/// What every handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub store: Store,
+    pub hub: Hub,
+    pub page_size: u32,
+    pub session_ttl: Duration,
+    pub cookies: CookieOptions,
+    pub heartbeat: Heartbeat,
+    /// Cancelled when the server stops; socket loops select on it.
+    pub shutdown: CancellationToken,
+    allowed_origins: Vec<String>,
+    /// Failed log-ins per account and per client address. A std mutex: held only for a map
+    /// update, never across an `.await`.
+    throttle: Mutex<Throttle>,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, hub: Hub, settings: &ServeArgs, shutdown: CancellationToken) -> AppState {
+        AppState(Arc::new(Shared {
+            store,
+            hub,
+            heartbeat: Heartbeat { interval: settings.ping_interval, timeout: settings.ping_timeout },
+            shutdown,
+            allowed_origins: settings.allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect(),
+            page_size: settings.page_size,
+            session_ttl: settings.session_ttl,
+            cookies: CookieOptions { secure: settings.secure_cookies },
+            throttle: Mutex::new(Throttle::new(settings.login_limit, settings.login_window)),
+        }))
+    }
+
+    /// Whether a WebSocket handshake's `Origin` may connect: absent (not a browser), our own
+    /// host, or one of `--allowed-origins`.
+    pub fn origin_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else { return true };
+        let Ok(origin) = origin.to_str() else { return false };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        let own = origin.split_once("://").is_some_and(|(scheme, h)| matches!(scheme, "http" | "https") && !host.is_empty() && h == host);
+        own || self.allowed_origins.contains(&origin)
+    }
+
+    /// The longest wait any of `keys` is throttled for, if any.
+    pub(crate) fn throttle_check(&self, keys: &[String], now: Instant) -> Option<Duration> {
+        let mut t = self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.iter().filter_map(|k| t.check(k, now).err()).map(|r| r.0).max()
+    }
+
+    pub(crate) fn throttle_fail(&self, keys: &[String], now: Instant) {
+        let mut t = self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in keys {
+            t.record_failure(k, now);
+        }
+    }
+
+    pub(crate) fn throttle_reset(&self, key: &str) {
+        self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset(key);
+    }
+}
+
+/// Content-Security-Policy: no inline script or style, nothing from other origins, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+pub fn router(state: AppState) -> Router {
+    let cookie_opts = state.cookies;
+    Router::new()
+        .route("/", get(pages::user_list))
+        .route("/sign_up/", get(pages::sign_up_form).post(pages::sign_up))
+        .route("/log_in/", get(pages::log_in_form).post(pages::log_in))
+        .route("/log_out/", get(pages::log_out_form).post(pages::log_out))
+        .route("/users/", get(crate::ws::users_socket))
+        .route("/api/users/", get(api::users))
+        .route("/static/{name}", get(assets::serve))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(pages::not_found)
+        .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, req, next)))
+        .layer(DefaultBodyLimit::max(csrf::MAX_FORM_BYTES))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// One line per request in the tutorial's console shape:
+/// `HTTP GET / 200 [0.02, 127.0.0.1:52757]`. The query string is not logged (it may hold
+/// search text); no cookie or form field ever is.
+async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let upgrade = req.headers().get(header::UPGRADE).is_some();
+    let response = next.run(req).await;
+    let secs = started.elapsed().as_secs_f64();
+    let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
+    let status = response.status().as_u16();
+    if upgrade {
+        tracing::info!(target: "roster::http", method = %method, path = %path, status, secs, peer = %peer,
+            "WebSocket HANDSHAKING {path} [{peer}]");
+    } else {
+        tracing::info!(target: "roster::http", method = %method, path = %path, status, secs, peer = %peer,
+            "HTTP {method} {path} {status} [{secs:.2}, {peer}]");
+    }
+    response
+}

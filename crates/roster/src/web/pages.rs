@@ -1,0 +1,339 @@
+//! The tutorial's pages: sign up, log in, log out and the user list.
+//!
+//! Handlers parse input into domain types (`Username`, `NewPassword`), call the store and the
+//! presence hub, and render a template. Authentication and CSRF have already happened in
+//! extractors and middleware.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
+use presence::UserRef;
+
+use super::csrf::CsrfToken;
+use super::error::AppError;
+use super::form::Form;
+use super::session::{clear_session_cookie, new_session_id, safe_next, session_cookie, MaybeUser, RequireUser};
+use super::templates::{render, Frame, ListEntry, LogInPage, LogOutPage, SignUpPage, UserListPage};
+use super::AppState;
+use crate::accounts::{self, NewPassword, Username, Verification};
+use crate::store::{ListQuery, NewUser, StoreError};
+
+const REQUIRED: &str = "This field is required.";
+const INVALID_LOGIN: &str =
+    "Please enter a correct username and password. Note that both fields may be case-sensitive.";
+
+fn frame<'a>(user: &'a MaybeUser, csrf: &CsrfToken) -> Frame<'a> {
+    Frame {
+        user: user.0.as_ref().map(|u| u.user.username.as_str()),
+        csrf: csrf.form_token(),
+    }
+}
+
+// ---------------------------------------------------------------- sign up
+
+pub async fn sign_up_form(user: MaybeUser, Extension(csrf): Extension<CsrfToken>) -> Response {
+    render(&SignUpPage {
+        frame: frame(&user, &csrf),
+        username: "",
+        username_errors: vec![],
+        password1_errors: vec![],
+        password2_errors: vec![],
+    })
+    .into_response()
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn sign_up(
+    State(app): State<AppState>,
+    user: MaybeUser,
+    Extension(csrf): Extension<CsrfToken>,
+    form: Form,
+) -> Result<Response, AppError> {
+    let raw_username = form.get("username");
+    let (p1, p2) = (form.get("password1"), form.get("password2"));
+    let mut username_errors = Vec::new();
+    let mut password1_errors = Vec::new();
+    let mut password2_errors = Vec::new();
+
+    let username = Username::parse(raw_username).map_err(|e| username_errors.push(e.to_string())).ok();
+    if p1.is_empty() {
+        password1_errors.push(REQUIRED.to_owned());
+    }
+    if p2.is_empty() {
+        password2_errors.push(REQUIRED.to_owned());
+    }
+    let mut password = None;
+    if !p1.is_empty() && !p2.is_empty() {
+        if p1 != p2 {
+            password2_errors.push(accounts::PASSWORD_MISMATCH.to_owned());
+        } else {
+            match NewPassword::parse(p1, raw_username) {
+                Ok(p) => password = Some(p),
+                Err(errors) => password1_errors.extend(errors.iter().map(ToString::to_string)),
+            }
+        }
+    }
+    if let Some(u) = &username {
+        if app.store.user_by_key(&u.key()).await?.is_some() {
+            username_errors.push(accounts::USERNAME_TAKEN.to_owned());
+        }
+    }
+
+    let (Some(username), Some(password), true) = (username, password, username_errors.is_empty()) else {
+        let page = SignUpPage {
+            frame: frame(&user, &csrf),
+            username: raw_username,
+            username_errors,
+            password1_errors,
+            password2_errors,
+        };
+        return Ok(render(&page).into_response());
+    };
+
+    let hash = accounts::hash_password(password).await.map_err(|e| AppError::Internal(e.to_string()))?;
+    let new = NewUser {
+        username: username.as_str(),
+        username_key: &username.key(),
+        password_hash: &hash,
+        is_staff: false,
+        is_active: true,
+        date_joined: crate::now_ms(),
+        last_login: None,
+    };
+    match app.store.create_user(&new).await {
+        Ok(created) => {
+            tracing::info!(user_id = created.id, "signed up");
+            app.hub.signed_up(UserRef { id: created.id, username: created.username.into() });
+            Ok(Redirect::to("/log_in/").into_response())
+        }
+        Err(StoreError::UsernameTaken) => {
+            let page = SignUpPage {
+                frame: frame(&user, &csrf),
+                username: raw_username,
+                username_errors: vec![accounts::USERNAME_TAKEN.to_owned()],
+                password1_errors: vec![],
+                password2_errors: vec![],
+            };
+            Ok(render(&page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------- log in
+
+pub async fn log_in_form(
+    user: MaybeUser,
+    Extension(csrf): Extension<CsrfToken>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let next = safe_next(query.get("next").map_or("/", String::as_str));
+    render(&LogInPage { frame: frame(&user, &csrf), username: "", next, form_errors: vec![] }).into_response()
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn log_in(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    user: MaybeUser,
+    Extension(csrf): Extension<CsrfToken>,
+    form: Form,
+) -> Result<Response, AppError> {
+    let raw_username = form.get("username");
+    let password = form.get("password");
+    let next = safe_next(form.get("next"));
+    let show = |status: StatusCode, errors: Vec<String>| {
+        let page = LogInPage { frame: frame(&user, &csrf), username: raw_username, next, form_errors: errors };
+        Ok((status, render(&page)).into_response())
+    };
+
+    if raw_username.is_empty() || password.is_empty() {
+        return show(StatusCode::OK, vec![INVALID_LOGIN.to_owned()]);
+    }
+    let account_key = Username::parse(raw_username).map_or_else(|_| raw_username.to_lowercase(), |u| u.key());
+    let keys = [format!("user:{account_key}"), format!("ip:{}", peer.ip())];
+    let now = Instant::now();
+    if let Some(wait) = app.throttle_check(&keys, now) {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        let msg = format!("Too many failed log-in attempts. Try again in {minutes} minute{}.", if minutes == 1 { "" } else { "s" });
+        tracing::warn!(peer = %peer.ip(), "log-in throttled");
+        return show(StatusCode::TOO_MANY_REQUESTS, vec![msg]);
+    }
+
+    let account = app.store.user_by_key(&account_key).await?;
+    let verdict = match &account {
+        Some(u) => accounts::verify_password(password.to_owned(), u.password_hash.clone()).await,
+        None => {
+            accounts::dummy_verify(password.to_owned()).await;
+            Verification::Invalid
+        }
+    };
+    let (account, needs_rehash) = match (account, verdict) {
+        (Some(u), Verification::Valid { needs_rehash }) if u.is_active => (u, needs_rehash),
+        _ => {
+            app.throttle_fail(&keys, now);
+            tracing::info!(peer = %peer.ip(), "log-in failed");
+            return show(StatusCode::OK, vec![INVALID_LOGIN.to_owned()]);
+        }
+    };
+    app.throttle_reset(&keys[0]);
+
+    if needs_rehash {
+        match accounts::hash_existing_password(password.to_owned()).await {
+            Ok(hash) => {
+                app.store.set_password_hash(account.id, &hash).await?;
+                tracing::info!(user_id = account.id, "password hash upgraded to Argon2id");
+            }
+            Err(e) => tracing::warn!(user_id = account.id, error = %e, "could not upgrade password hash"),
+        }
+    }
+
+    // A new session id at every log in; the old session (if any) is gone.
+    if let Some(old) = &user.0 {
+        app.store.delete_session(&old.session_hash).await?;
+        app.hub.close_session(&presence::SessionKey::from(old.session_hash.as_str()));
+    }
+    let (session_id, session_hash) = new_session_id();
+    let now_ms = crate::now_ms();
+    let ttl_ms = i64::try_from(app.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    app.store.create_session(&session_hash, account.id, now_ms, now_ms.saturating_add(ttl_ms)).await?;
+    app.store.record_login(account.id, now_ms).await?;
+    tracing::info!(user_id = account.id, "logged in");
+
+    let mut headers = HeaderMap::new();
+    headers.append(header::SET_COOKIE, session_cookie(&session_id, app.session_ttl.as_secs(), app.cookies));
+    headers.append(header::SET_COOKIE, CsrfToken::generate().cookie(app.cookies));
+    Ok((headers, Redirect::to(next)).into_response())
+}
+
+// ---------------------------------------------------------------- log out
+
+pub async fn log_out_form(user: MaybeUser, Extension(csrf): Extension<CsrfToken>) -> Response {
+    render(&LogOutPage { frame: frame(&user, &csrf) }).into_response()
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn log_out(State(app): State<AppState>, user: MaybeUser) -> Result<Response, AppError> {
+    if let Some(current) = user.0 {
+        app.store.delete_session(&current.session_hash).await?;
+        app.hub.close_session(&presence::SessionKey::from(current.session_hash.as_str()));
+        tracing::info!(user_id = current.user.id, "logged out");
+    }
+    let mut headers = HeaderMap::new();
+    headers.append(header::SET_COOKIE, clear_session_cookie(app.cookies));
+    Ok((headers, Redirect::to("/log_in/")).into_response())
+}
+
+// ---------------------------------------------------------------- the list
+
+/// One page of the list: online users first (from the presence core, in memory), then the
+/// others most recently seen first (from the store, walking its `last_seen` index and skipping
+/// the online ids). Never touches every account.
+pub async fn user_list(
+    State(app): State<AppState>,
+    RequireUser(me): RequireUser,
+    Extension(csrf): Extension<CsrfToken>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    let page = match query.get("page").map(|p| p.parse::<u64>()) {
+        None => 1,
+        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
+        Some(_) => return Err(AppError::BadRequest("The page number must be a whole number from 1.")),
+    };
+    let q = query.get("q").map_or("", |q| q.trim());
+    if q.chars().count() > 150 {
+        return Err(AppError::BadRequest("The search text is longer than any username (150 characters)."));
+    }
+    let listing = app.list_page(q, page).await?;
+    let mut users = listing.users;
+    for u in &mut users {
+        u.online = app.hub.is_online(u.id);
+    }
+    let link = |p: u64| {
+        let mut s = format!("/?page={p}");
+        if !q.is_empty() {
+            s.push_str("&q=");
+            s.push_str(&urlencoding::encode(q));
+        }
+        s
+    };
+    let me_user = MaybeUser(Some(me));
+    let page_view = UserListPage {
+        frame: frame(&me_user, &csrf),
+        users,
+        online_count: app.hub.online_count(),
+        registered_count: app.hub.registered_count(),
+        q,
+        page,
+        prev_url: (page > 1).then(|| link(page - 1)),
+        next_url: listing.has_next.then(|| link(page + 1)),
+    };
+    Ok(render(&page_view).into_response())
+}
+
+pub struct Listing {
+    pub users: Vec<ListEntry>,
+    pub has_next: bool,
+}
+
+impl AppState {
+    /// The users on page `page` (from 1) of the list filtered by username prefix `q`.
+    pub async fn list_page(&self, q: &str, page: u64) -> Result<Listing, AppError> {
+        let size = u64::from(self.page_size);
+        let prefix = (!q.is_empty()).then(|| accounts::username_key(q));
+        let online = self.hub.online_users();
+        let matching: Vec<&UserRef> = online
+            .iter()
+            .filter(|u| prefix.as_deref().is_none_or(|p| accounts::username_key(&u.username).starts_with(p)))
+            .collect();
+        let k = matching.len() as u64;
+        let start = (page - 1).saturating_mul(size);
+        let mut users: Vec<ListEntry> = matching
+            .iter()
+            .skip(usize::try_from(start).unwrap_or(usize::MAX))
+            .take(usize::try_from(size).unwrap_or(usize::MAX))
+            .map(|u| ListEntry { id: u.id, username: u.username.to_string(), online: true, last_seen: None, last_seen_ms: None })
+            .collect();
+        let remaining = size - users.len() as u64;
+        let mut has_next = start + size < k;
+        if remaining > 0 {
+            let exclude: Vec<i64> = online.iter().map(|u| u.id).collect();
+            let rows = self
+                .store
+                .list_users(&ListQuery {
+                    prefix: prefix.as_deref(),
+                    exclude: &exclude,
+                    offset: start.saturating_sub(k),
+                    limit: remaining + 1,
+                })
+                .await?;
+            has_next = rows.len() as u64 > remaining;
+            users.extend(rows.into_iter().take(usize::try_from(remaining).unwrap_or(usize::MAX)).map(|u| ListEntry {
+                id: u.id,
+                last_seen: u.last_seen.map(format_time),
+                last_seen_ms: u.last_seen,
+                username: u.username,
+                online: false,
+            }));
+        }
+        Ok(Listing { users, has_next })
+    }
+}
+
+/// `2026-11-24 01:02 UTC`
+pub fn format_time(ms: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+pub async fn not_found() -> AppError {
+    AppError::NotFound
+}

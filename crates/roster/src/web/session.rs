@@ -1,0 +1,158 @@
+//! Server-side sessions: the `sessionid` cookie holds 32 random bytes (base64url); the store
+//! keeps only their SHA-256, so a leaked database holds no usable session.
+//!
+//! Authentication lives here, in extractors, never in handler bodies: `MaybeUser` for pages
+//! anyone may see, `RequireUser` for pages that need a log in (anonymous: 302 to
+//! `/log_in/?next=...`). Inactive users are treated as logged out.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::cookies::{clear_cookie, cookie_value, set_cookie, CookieOptions};
+use super::error::AppError;
+use super::AppState;
+use crate::store::User;
+
+pub const SESSION_COOKIE: &str = "sessionid";
+const SESSION_ID_LEN: usize = 43; // 32 bytes, base64url without padding
+
+/// A new random session id and the hash the store keeps of it.
+pub fn new_session_id() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = hash_session_id(&id);
+    (id, hash)
+}
+
+/// The value the store keeps for a session id (hex SHA-256).
+pub fn hash_session_id(id: &str) -> String {
+    Sha256::digest(id.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn session_cookie(id: &str, max_age_secs: u64, opts: CookieOptions) -> HeaderValue {
+    set_cookie(SESSION_COOKIE, id, Some(max_age_secs), true, opts)
+}
+
+pub fn clear_session_cookie(opts: CookieOptions) -> HeaderValue {
+    clear_cookie(SESSION_COOKIE, opts)
+}
+
+/// The hash of the request's well-formed session cookie, if any.
+pub fn session_hash(parts: &Parts) -> Option<String> {
+    cookie_value(&parts.headers, SESSION_COOKIE)
+        .filter(|v| v.len() == SESSION_ID_LEN && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map(hash_session_id)
+}
+
+/// A logged-in, active user and the session they came with.
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    pub user: User,
+    pub session_hash: String,
+}
+
+/// The current user, if the request carries a valid session of an active user.
+pub struct MaybeUser(pub Option<AuthUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(cached) = parts.extensions.get::<Option<AuthUser>>() {
+            return Ok(MaybeUser(cached.clone()));
+        }
+        let user = match session_hash(parts) {
+            None => None,
+            Some(hash) => state
+                .store
+                .session_user(&hash, crate::now_ms())
+                .await?
+                .filter(|u| u.is_active)
+                .map(|user| AuthUser { user, session_hash: hash }),
+        };
+        parts.extensions.insert(user.clone());
+        Ok(MaybeUser(user))
+    }
+}
+
+/// A page that needs a log in.
+pub struct RequireUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for RequireUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match MaybeUser::from_request_parts(parts, state).await {
+            Ok(MaybeUser(Some(user))) => Ok(RequireUser(user)),
+            Ok(MaybeUser(None)) => {
+                let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                Err(Redirect::to(&format!("/log_in/?next={}", encode_next(target))).into_response())
+            }
+            Err(e) => Err(e.into_response()),
+        }
+    }
+}
+
+/// Percent-encodes a local path for `?next=`, keeping `/` readable as Django does.
+pub fn encode_next(target: &str) -> String {
+    let mut out = String::with_capacity(target.len());
+    for b in target.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `next` if it is a local path on this site, else `/`. Refuses `//host`, `/\host`,
+/// schemes, and control characters (Django's `url_has_allowed_host_and_scheme`, no hosts).
+pub fn safe_next(next: &str) -> &str {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && next.len() <= 2048
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        next
+    } else {
+        "/"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_must_be_local() {
+        assert_eq!(safe_next("/"), "/");
+        assert_eq!(safe_next("/?page=2&q=a"), "/?page=2&q=a");
+        for bad in ["", "http://evil.example/", "//evil.example", "/\\evil.example", "\\\\evil", "javascript:alert(1)", "/\t/evil", " /x", "evil"] {
+            assert_eq!(safe_next(bad), "/", "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn next_is_encoded() {
+        assert_eq!(encode_next("/"), "/");
+        assert_eq!(encode_next("/?page=2&q=a b"), "/%3Fpage%3D2%26q%3Da%20b");
+    }
+
+    #[test]
+    fn session_ids_are_random_and_hashed() {
+        let (a, ha) = new_session_id();
+        let (b, _) = new_session_id();
+        assert_eq!(a.len(), SESSION_ID_LEN);
+        assert_ne!(a, b);
+        assert_eq!(ha, hash_session_id(&a));
+        assert_eq!(ha.len(), 64);
+    }
+}

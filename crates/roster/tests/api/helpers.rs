@@ -1,0 +1,197 @@
+//! Test support: the real `roster` binary on a free port with a fresh SQLite database, a
+//! cookie-keeping HTTP client, and form helpers. No mocks; every wait has a deadline.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use reqwest::{Client, Response, StatusCode};
+use roster::store::Store;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const GOOD_PASSWORD: &str = "correct-Horse-battery-9";
+
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub db_url: String,
+    /// Everything the server has logged so far.
+    pub logs: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts the server with grace 0 and the default settings otherwise.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_url = format!("sqlite://{}", dir.path().join("roster.db").display());
+        TestServer::start_on(dir, db_url, "127.0.0.1:0", extra).await
+    }
+
+    pub async fn start_on(dir: tempfile::TempDir, db_url: String, bind: &str, extra: &[&str]) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["serve", "--bind", bind, "--database-url", &db_url, "--presence-grace", "0s"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("ROSTER_BIND")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the roster binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("serving on http://").nth(1) {
+                    if let (Some(tx), Ok(addr)) = (tx.take(), rest.trim().parse::<SocketAddr>()) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut l = sink.lock().expect("log buffer");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match tokio::time::timeout(DEADLINE, rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => panic!("the server did not report its address in time; logs:\n{}", logs.lock().expect("logs")),
+        };
+        TestServer { child, addr, db_url, logs, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A browser-like client: keeps cookies, does not follow redirects (tests check them).
+    pub fn client(&self) -> Client {
+        Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
+    }
+
+    /// A second connection to the same database, to check what the server did.
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.db_url).await.expect("open the test database")
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits until the logs contain `needle`, or panics at the deadline.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let start = tokio::time::Instant::now();
+        while !self.logs().contains(needle) {
+            assert!(start.elapsed() < DEADLINE, "log line {needle:?} never appeared; logs:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        tokio::time::timeout(DEADLINE, self.child.wait()).await.expect("server stops in time").expect("wait")
+    }
+
+    /// Runs `roster ARGS --database-url <this server's db>` to completion with `stdin` as input.
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        run_cli(&self.db_url, args, stdin).await
+    }
+}
+
+pub async fn run_cli(db_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(args)
+        .args(["--database-url", db_url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the roster binary");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.expect("write stdin");
+    drop(input);
+    tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("cli finishes in time").expect("output")
+}
+
+/// The `csrfmiddlewaretoken` value in a page.
+pub fn csrf_from(html: &str) -> String {
+    let marker = "name=\"csrfmiddlewaretoken\" value=\"";
+    let start = html.find(marker).expect("page has a CSRF token") + marker.len();
+    html[start..].split('"').next().expect("token").to_owned()
+}
+
+/// GETs `path` and returns the CSRF token of its form.
+pub async fn csrf(server: &TestServer, client: &Client, path: &str) -> String {
+    let page = client.get(server.url(path)).send().await.expect("GET").text().await.expect("body");
+    csrf_from(&page)
+}
+
+pub async fn post_form(server: &TestServer, client: &Client, path: &str, fields: &[(&str, &str)]) -> Response {
+    client.post(server.url(path)).form(fields).send().await.expect("POST")
+}
+
+pub async fn sign_up(server: &TestServer, client: &Client, username: &str, password: &str) -> Response {
+    let token = csrf(server, client, "/sign_up/").await;
+    post_form(
+        server,
+        client,
+        "/sign_up/",
+        &[("csrfmiddlewaretoken", &token), ("username", username), ("password1", password), ("password2", password)],
+    )
+    .await
+}
+
+pub async fn log_in(server: &TestServer, client: &Client, username: &str, password: &str) -> Response {
+    let token = csrf(server, client, "/log_in/").await;
+    post_form(server, client, "/log_in/", &[("csrfmiddlewaretoken", &token), ("username", username), ("password", password)])
+        .await
+}
+
+/// Signs up and logs in a fresh user with a client of its own.
+pub async fn user_client(server: &TestServer, username: &str) -> Client {
+    let client = server.client();
+    assert_eq!(sign_up(server, &client, username, GOOD_PASSWORD).await.status(), StatusCode::FOUND);
+    assert_eq!(log_in(server, &client, username, GOOD_PASSWORD).await.status(), StatusCode::FOUND);
+    client
+}
+
+pub fn location(r: &Response) -> &str {
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+pub fn set_cookies(r: &Response) -> Vec<String> {
+    r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
+}
+
+pub fn cookie_from<'a>(set_cookies: &'a [String], name: &str) -> Option<&'a str> {
+    set_cookies
+        .iter()
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|rest| rest.split(';').next())
+}
+
+pub fn workspace_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

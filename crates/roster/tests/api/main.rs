@@ -1,0 +1,5 @@
+//! Integration tests: the real `roster` binary on a free port, a fresh database per test.
+
+mod accounts;
+mod cli;
+mod helpers;
