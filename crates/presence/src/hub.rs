@@ -802,7 +802,11 @@ impl Hub {
         let i = &self.inner;
         let (sockets_open, users_online, registered_count) = {
             let core = lock(&i.core);
-            (core.sockets_open, core.state.online_count(), core.registered)
+            (
+                core.sockets_open,
+                core.state.online_count(),
+                core.registered,
+            )
         };
         HubStats {
             sockets_open,
@@ -903,7 +907,7 @@ impl Connection {
             self.skip_upto = seq;
             return Some(Outgoing::Frame(frame));
         }
-        if let Some(out) = self.from_cursor() {
+        if let Some(out) = self.next_in_cursor() {
             return Some(out);
         }
         loop {
@@ -936,7 +940,7 @@ impl Connection {
         close(code)
     }
 
-    fn from_cursor(&mut self) -> Option<Outgoing> {
+    fn next_in_cursor(&mut self) -> Option<Outgoing> {
         let (batch, i) = self.cursor.as_mut()?;
         let frame = batch.tutorial.get(*i).cloned();
         *i += 1;
@@ -960,7 +964,7 @@ impl Connection {
                     return None;
                 }
                 self.cursor = Some((batch, 0));
-                self.from_cursor()
+                self.next_in_cursor()
             }
         }
     }

@@ -165,7 +165,10 @@ mod tests {
     fn snapshot_and_diff_shapes() {
         let snap = Snapshot {
             seq: 3,
-            online: vec![WireUser { id: 1, username: "a".into() }],
+            online: vec![WireUser {
+                id: 1,
+                username: "a".into(),
+            }],
             online_count: 1,
             registered_count: 2,
         };
@@ -180,8 +183,15 @@ mod tests {
         );
         let diff = Diff {
             seq: 4,
-            offline: vec![OfflineUser { id: 1, username: "a".into(), last_seen: 1700000000000 }],
-            signed_up: vec![WireUser { id: 2, username: "b".into() }],
+            offline: vec![OfflineUser {
+                id: 1,
+                username: "a".into(),
+                last_seen: 1700000000000,
+            }],
+            signed_up: vec![WireUser {
+                id: 2,
+                username: "b".into(),
+            }],
             online_count: 0,
             registered_count: 2,
             ..Diff::default()
@@ -191,6 +201,9 @@ mod tests {
             text,
             r#"{"type":"diff","seq":4,"online":[],"offline":[{"id":1,"username":"a","last_seen":1700000000000}],"signed_up":[{"id":2,"username":"b"}],"online_count":0,"registered_count":2}"#
         );
-        assert_eq!(parse_server_frame(text.as_bytes()).unwrap(), ServerFrame::Diff(diff));
+        assert_eq!(
+            parse_server_frame(text.as_bytes()).unwrap(),
+            ServerFrame::Diff(diff)
+        );
     }
 }

@@ -141,6 +141,10 @@
   }
 
   function applyDiff(frame) {
+    for (const id of frame.deleted || []) {
+      const li = list.querySelector('li[data-id="' + String(Number(id)) + '"]');
+      if (li) li.remove();
+    }
     for (const u of frame.signed_up || []) signedUp(u);
     for (const u of frame.offline || []) wentOffline(u);
     for (const u of frame.online || []) wentOnline(u);

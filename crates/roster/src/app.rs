@@ -33,6 +33,7 @@ const LAST_SEEN_QUEUE: usize = 1024;
 
 impl Application {
     pub async fn build(settings: ServeArgs) -> anyhow::Result<Application> {
+        crate::web::metrics::install();
         let store = Store::connect(&settings.db.database_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact_url(&settings.db.database_url)))?;
@@ -50,6 +51,7 @@ impl Application {
             grace: settings.presence_grace,
             tick: settings.tick,
             max_sockets_per_user: settings.max_sockets_per_user as usize,
+            queue_capacity: settings.send_queue as usize,
             ..HubConfig::default()
         };
         let (hub, hub_task) = Hub::start(hub_config, registered, observer, shutdown.clone());

@@ -109,6 +109,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_TICK", default_value = "100ms", value_parser = parse_duration)]
     pub tick: Duration,
 
+    /// Batches of changes a socket may fall behind (a slow or stalled reader) before it is
+    /// resynced: a `roster.v1` socket gets a fresh snapshot, a tutorial socket is closed (1013).
+    /// The batches are shared by all sockets, so this also bounds what one stalled socket pins.
+    #[arg(long, env = "ROSTER_SEND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub send_queue: u32,
+
     /// Most sockets (open pages) one user may hold at once; more are refused with 429.
     #[arg(long, env = "ROSTER_MAX_SOCKETS_PER_USER", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sockets_per_user: u32,

@@ -59,7 +59,7 @@ pub async fn users_socket(
     let user_ref = UserRef::new(me.user.id, me.user.username.as_str());
     let connection = match app.hub.connect(user_ref, SessionKey::from(me.session_hash.as_str()), protocol) {
         Ok(c) => c,
-        Err(ConnectError::TooManySockets) => {
+        Err(ConnectError::TooManySockets { .. }) => {
             return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many open pages for this account.");
         }
         Err(e) => {

@@ -10,6 +10,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod error;
 pub mod form;
+pub mod metrics;
 pub mod pages;
 pub mod session;
 pub mod templates;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/", get(api::users))
         .route("/static/{name}", get(assets::serve))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::render))
         .fallback(pages::not_found)
         .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, req, next)))
         .layer(DefaultBodyLimit::max(csrf::MAX_FORM_BYTES))
@@ -148,6 +150,7 @@ async fn access_log(req: Request, next: Next) -> Response {
     let secs = started.elapsed().as_secs_f64();
     let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
     let status = response.status().as_u16();
+    metrics::record_http(&method, status, secs);
     if upgrade {
         tracing::info!(target: "roster::http", method = %method, path = %path, status, secs, peer = %peer,
             "WebSocket HANDSHAKING {path} [{peer}]");

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reqwest::cookie::{CookieStore, Jar};
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
 use roster::store::Store;
@@ -38,8 +39,10 @@ impl TestServer {
     }
 
     pub async fn start_on(dir: tempfile::TempDir, db_url: String, bind: &str, extra: &[&str]) -> TestServer {
+        let grace: &[&str] = if extra.contains(&"--presence-grace") { &[] } else { &["--presence-grace", "0s"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
-            .args(["serve", "--bind", bind, "--database-url", &db_url, "--presence-grace", "0s"])
+            .args(["serve", "--bind", bind, "--database-url", &db_url])
+            .args(grace)
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("ROSTER_BIND")
@@ -84,7 +87,14 @@ impl TestServer {
 
     /// A browser-like client: keeps cookies, does not follow redirects (tests check them).
     pub fn client(&self) -> Client {
-        Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
+        self.browser().client
+    }
+
+    /// A client together with its cookie jar (to hand the session cookie to a WebSocket).
+    pub fn browser(&self) -> Browser {
+        let jar = Arc::new(Jar::default());
+        let client = Client::builder().cookie_provider(jar.clone()).redirect(Policy::none()).build().expect("client");
+        Browser { client, jar, base: self.url("/") }
     }
 
     /// A second connection to the same database, to check what the server did.
@@ -194,4 +204,32 @@ pub fn cookie_from<'a>(set_cookies: &'a [String], name: &str) -> Option<&'a str>
 
 pub fn workspace_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A logged-in person: an HTTP client and the cookies it holds.
+#[derive(Clone)]
+pub struct Browser {
+    pub client: Client,
+    pub jar: Arc<Jar>,
+    base: String,
+}
+
+impl Browser {
+    /// The `Cookie` header this browser would send.
+    pub fn cookie_header(&self) -> String {
+        let url = self.base.parse().expect("url");
+        self.jar.cookies(&url).and_then(|v| v.to_str().ok().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
+/// Signs up and logs in a fresh user in a browser of its own.
+pub async fn user_browser(server: &TestServer, username: &str) -> Browser {
+    let b = server.browser();
+    assert_eq!(sign_up(server, &b.client, username, GOOD_PASSWORD).await.status(), StatusCode::FOUND);
+    assert_eq!(log_in(server, &b.client, username, GOOD_PASSWORD).await.status(), StatusCode::FOUND);
+    b
+}
+
+pub fn now_ms() -> i64 {
+    roster::now_ms()
 }

@@ -3,3 +3,5 @@
 mod accounts;
 mod cli;
 mod helpers;
+mod presence;
+mod ws_client;

@@ -1,0 +1,305 @@
+//! Live presence on one node, end to end: real sockets against the real binary.
+//!
+//! "Nothing was announced" is shown with a marker: after the action, another user comes
+//! online, and the watcher's very next frame must be about that user (frames are in order).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+use crate::ws_client::*;
+
+/// The next tutorial frame about `username`, skipping frames about other users.
+async fn next_about(ws: &mut Ws, username: &str) -> Value {
+    loop {
+        let frame = next_json(ws).await.expect("socket open");
+        if frame["username"] == username {
+            return frame;
+        }
+    }
+}
+
+/// The next tutorial frame, whoever it is about, skipping the watcher's own.
+async fn next_not_about(ws: &mut Ws, me: &str) -> Value {
+    loop {
+        let frame = next_json(ws).await.expect("socket open");
+        if frame["username"] != me {
+            return frame;
+        }
+    }
+}
+
+async fn api_online(server: &TestServer, b: &Browser) -> BTreeSet<String> {
+    let snapshot: Value = b.client.get(server.url("/api/users/")).send().await.expect("GET").json().await.expect("json");
+    assert_eq!(snapshot["type"], "snapshot");
+    snapshot["online"].as_array().expect("online").iter().map(|u| u["username"].as_str().expect("name").to_owned()).collect()
+}
+
+#[tokio::test]
+async fn watcher_sees_true_then_false_in_both_modes() {
+    let server = TestServer::start().await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let mut tutorial = open(&server, Some(&alice), TUTORIAL).await.expect("tutorial socket");
+    let mut v1 = open(&server, Some(&alice), V1).await.expect("v1 socket");
+    let mut view = View::default();
+    view.until(&mut v1, "the snapshot", |v| v.seq.is_some()).await;
+    assert_eq!(view.registered_count, 2);
+
+    let b = open(&server, Some(&bob), TUTORIAL).await.expect("bob's socket");
+    assert_eq!(next_about(&mut tutorial, "bob").await, tutorial_frame("bob", true));
+    view.until(&mut v1, "bob online", |v| v.online_names().contains("bob")).await;
+
+    close(b).await;
+    assert_eq!(next_about(&mut tutorial, "bob").await, tutorial_frame("bob", false));
+    view.until(&mut v1, "bob offline", |v| !v.online_names().contains("bob")).await;
+    let seen = view.last_seen["bob"];
+    assert!((crate::helpers::now_ms() - seen).abs() < 60_000, "last_seen is the time bob left: {seen}");
+
+    // last_seen reaches the store and the page.
+    let store = server.store().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while store.user_by_key("bob").await.expect("q").expect("bob").last_seen.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "last_seen was never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let page = alice.client.get(server.url("/")).send().await.expect("GET").text().await.expect("body");
+    assert!(page.contains(">bob: Offline</li>") && page.contains("data-seen=\"last seen "), "{page}");
+    assert!(page.contains(">alice: Online</li>"), "alice's own sockets are open: {page}");
+}
+
+#[tokio::test]
+async fn two_tabs_closing_one_announces_nothing_and_the_last_after_grace() {
+    let grace = Duration::from_millis(800);
+    let server = TestServer::start_with(&["--presence-grace", "800ms"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let carol = user_browser(&server, "carol").await;
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+
+    let tab1 = open(&server, Some(&bob), TUTORIAL).await.expect("tab 1");
+    let tab2 = open(&server, Some(&bob), TUTORIAL).await.expect("tab 2");
+    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("bob", true));
+    close(tab1).await;
+    let _marker = open(&server, Some(&carol), TUTORIAL).await.expect("carol");
+    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("carol", true), "closing one of two tabs announced something");
+
+    let closed_at = tokio::time::Instant::now();
+    close(tab2).await;
+    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("bob", false));
+    assert!(closed_at.elapsed() >= grace - Duration::from_millis(50), "Offline came before the grace period ended");
+}
+
+#[tokio::test]
+async fn a_reload_within_grace_announces_nothing() {
+    let server = TestServer::start_with(&["--presence-grace", "3s"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let carol = user_browser(&server, "carol").await;
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+    let page = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
+    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("bob", true));
+
+    close(page).await; // the reload: close, then open again at once
+    let _reloaded = open(&server, Some(&bob), TUTORIAL).await.expect("bob again");
+    let _marker = open(&server, Some(&carol), TUTORIAL).await.expect("carol");
+    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("carol", true), "the reload flashed Offline/Online");
+    assert!(api_online(&server, &alice).await.contains("bob"));
+}
+
+#[tokio::test]
+async fn a_closed_socket_shows_offline_on_the_page_once_grace_ends() {
+    let server = TestServer::start_with(&["--presence-grace", "500ms"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+    let b = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
+    let page = alice.client.get(server.url("/")).send().await.expect("GET").text().await.expect("body");
+    assert!(page.contains(">bob: Online</li>"), "{page}");
+
+    drop(b); // the browser vanishes without a close handshake or a log out
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false));
+    let page = alice.client.get(server.url("/")).send().await.expect("GET").text().await.expect("body");
+    assert!(page.contains(">bob: Offline</li>"), "the tutorial would show Online forever: {page}");
+}
+
+#[tokio::test]
+async fn log_out_closes_the_sessions_sockets_with_4001_and_announces_offline_at_once() {
+    // A long grace: Offline must not wait for it.
+    let server = TestServer::start_with(&["--presence-grace", "120s"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+    let mut tab1 = open(&server, Some(&bob), TUTORIAL).await.expect("tab 1");
+    let mut tab2 = open(&server, Some(&bob), V1).await.expect("tab 2");
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
+
+    let token = csrf(&server, &bob.client, "/log_out/").await;
+    let r = post_form(&server, &bob.client, "/log_out/", &[("csrfmiddlewaretoken", &token)]).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(close_code(&mut tab1).await, Some(4001));
+    assert_eq!(close_code(&mut tab2).await, Some(4001));
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false), "Offline at once, not after 120 s");
+    // The old session cannot open a socket again.
+    assert_eq!(open(&server, Some(&bob), TUTORIAL).await.err(), Some(403));
+}
+
+#[tokio::test]
+async fn refused_handshakes_and_client_frames_change_nothing() {
+    let server = TestServer::start_with(&["--allowed-origins", "https://roster.example"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let dave = user_browser(&server, "dave").await;
+    assert_eq!(open(&server, None, TUTORIAL).await.err(), Some(403), "anonymous");
+    let foreign = Opts { origin: Some("http://evil.example"), ..TUTORIAL };
+    assert_eq!(open(&server, Some(&alice), foreign).await.err(), Some(403), "foreign Origin");
+    let allowed = Opts { origin: Some("https://roster.example"), ..TUTORIAL };
+    close(open(&server, Some(&alice), allowed).await.expect("an allowed origin connects")).await;
+
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+    let mut other = open(&server, Some(&alice), V1).await.expect("another socket");
+    let mut other_view = View::default();
+    other_view.until(&mut other, "snapshot", |v| v.seq.is_some()).await;
+    let mut b = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
+
+    for forged in [
+        Message::text(r#"{"username": "carol", "is_logged_in": true}"#),
+        Message::text(r#"{"username": "alice", "is_logged_in": false}"#),
+        Message::text(r#"{"type": "snapshot", "seq": 99, "online": [], "online_count": 0, "registered_count": 0}"#),
+        Message::text("not json {"),
+        Message::binary(vec![0u8, 159, 146, 150]),
+    ] {
+        b.send(forged).await.expect("send");
+    }
+    let _marker = open(&server, Some(&dave), TUTORIAL).await.expect("dave");
+    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("dave", true), "a client frame changed presence");
+    assert_eq!(api_online(&server, &alice).await, BTreeSet::from(["alice".to_owned(), "bob".to_owned(), "dave".to_owned()]));
+
+    // An oversized frame ends only the sender's socket.
+    let _ = b.send(Message::text("x".repeat(70 * 1024))).await;
+    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("bob", false));
+    other_view.until(&mut other, "bob gone on the other socket", |v| !v.online_names().contains("bob")).await;
+    assert!(other_view.online_names().contains("alice") && other_view.online_names().contains("dave"));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
+    let server = TestServer::start_with(&["--tick", "0s", "--send-queue", "32"]).await;
+    let alice = user_browser(&server, "alice").await;
+    // Long names make frames big, so the slow socket's kernel buffers fill quickly.
+    let names: Vec<String> = (0..10).map(|i| format!("{}{i}", "u".repeat(140))).collect();
+    let mut people = Vec::new();
+    for n in &names {
+        people.push(user_browser(&server, n).await);
+    }
+    let stayer = user_browser(&server, "stayer").await;
+
+    let slow_opts = Opts { recv_buffer: Some(4096), ..V1 };
+    let mut slow = open(&server, Some(&alice), slow_opts).await.expect("slow socket");
+    let mut view = View::default();
+    view.until(&mut slow, "the first snapshot", |v| v.seq.is_some()).await;
+
+    // 5,000 changes: ten people open and close a socket 250 times each, all at once.
+    let mut tasks = Vec::new();
+    for p in people {
+        let addr = server.addr;
+        let cookie = p.cookie_header();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                let ws = crate::ws_client::open_raw(addr, &cookie).await;
+                close(ws).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("burst task");
+    }
+    let _stay = open(&server, Some(&stayer), TUTORIAL).await.expect("stayer");
+
+    // Now read: the missed diffs are replaced by a fresh snapshot, and the view is exact.
+    let expected: BTreeSet<String> = ["alice", "stayer"].iter().map(|s| (*s).to_owned()).collect();
+    view.until(&mut slow, "the true final state", |v| v.online_names() == expected).await;
+    assert!(view.snapshots >= 2, "the slow reader was resynced with a snapshot ({} snapshots)", view.snapshots);
+
+    // The server held at most --send-queue frames for it.
+    let metrics = alice.client.get(server.url("/metrics")).send().await.expect("GET").text().await.expect("body");
+    let max_queue = metric(&metrics, "roster_send_queue_max_depth");
+    assert!(max_queue <= 32.0, "queue depth {max_queue} exceeded the bound of 32");
+    assert!(metric(&metrics, "roster_lagging_resyncs_total") >= 1.0, "{metrics}");
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_v1_client_joining_during_a_burst_ends_with_the_true_state() {
+    let server = TestServer::start().await;
+    let watcher = user_browser(&server, "watcher").await;
+    let mut people = Vec::new();
+    for i in 0..12 {
+        people.push((format!("p{i}"), user_browser(&server, &format!("p{i}")).await));
+    }
+    let mut tasks = Vec::new();
+    for (i, (_, p)) in people.into_iter().enumerate() {
+        let addr = server.addr;
+        let cookie = p.cookie_header();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                close(crate::ws_client::open_raw(addr, &cookie).await).await;
+            }
+            // Even-numbered people stay online at the end.
+            if i % 2 == 0 {
+                Some(crate::ws_client::open_raw(addr, &cookie).await)
+            } else {
+                None
+            }
+        }));
+    }
+    // Join while the burst is under way.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut ws = open(&server, Some(&watcher), V1).await.expect("late watcher");
+    let mut kept = Vec::new();
+    for t in tasks {
+        kept.push(t.await.expect("burst task"));
+    }
+    let expected: BTreeSet<String> = ["watcher", "p0", "p2", "p4", "p6", "p8", "p10"].iter().map(|s| (*s).to_owned()).collect();
+    let mut view = View::default();
+    view.until(&mut ws, "the true final state", |v| v.online_names() == expected).await;
+    assert_eq!(api_online(&server, &watcher).await, expected);
+    assert_eq!(view.registered_count, 13);
+    drop(kept);
+}
+
+#[tokio::test]
+async fn sign_ups_appear_in_v1_diffs_and_counts() {
+    let server = TestServer::start().await;
+    let alice = user_browser(&server, "alice").await;
+    let mut ws = open(&server, Some(&alice), V1).await.expect("socket");
+    let mut view = View::default();
+    view.until(&mut ws, "snapshot", |v| v.seq.is_some()).await;
+    let newcomer = server.client();
+    assert_eq!(sign_up(&server, &newcomer, "newcomer", GOOD_PASSWORD).await.status(), StatusCode::FOUND);
+    view.until(&mut ws, "the sign-up", |v| v.signed_up.contains("newcomer")).await;
+    assert_eq!(view.registered_count, 2);
+}
+
+#[tokio::test]
+async fn too_many_sockets_for_one_user_are_refused() {
+    let server = TestServer::start_with(&["--max-sockets-per-user", "2"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let _a = open(&server, Some(&alice), TUTORIAL).await.expect("1");
+    let _b = open(&server, Some(&alice), TUTORIAL).await.expect("2");
+    assert_eq!(open(&server, Some(&alice), TUTORIAL).await.err(), Some(429));
+}
