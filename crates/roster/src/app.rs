@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use presence::{Hub, HubConfig, PresenceObserver, UserId};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,8 @@ use crate::web::{self, AppState};
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
+    /// SO_SNDBUF for accepted connections; 0 keeps the kernel's autotuning.
+    tcp_send_buffer: usize,
     state: AppState,
     tasks: TaskTracker,
     hub_task: tokio::task::JoinHandle<()>,
@@ -52,7 +55,6 @@ impl Application {
             tick: settings.tick,
             max_sockets_per_user: settings.max_sockets_per_user as usize,
             queue_capacity: settings.send_queue as usize,
-            ..HubConfig::default()
         };
         let (hub, hub_task) = Hub::start(hub_config, registered, observer, shutdown.clone());
 
@@ -60,6 +62,7 @@ impl Application {
         let state = AppState::new(store, hub, &settings, shutdown.clone());
         Ok(Application {
             listener,
+            tcp_send_buffer: settings.tcp_send_buffer as usize,
             state,
             tasks,
             hub_task,
@@ -86,10 +89,18 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let router = web::router(self.state.clone());
         let token = self.shutdown.clone();
-        let serve = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
+        let send_buffer = self.tcp_send_buffer;
+        let listener = self.listener.tap_io(move |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+            if send_buffer > 0 {
+                if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
+                    tracing::warn!(error = %e, "SO_SNDBUF not set");
+                }
+            }
+        });
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { token.cancelled().await });
         let result = serve.await;
         // axum does not wait for upgraded WebSocket tasks (axum#3003): the hub closes them.

@@ -94,7 +94,7 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             };
             match store.create_user(&new).await {
                 Ok(u) => println!("Created user {} (id {}){}.", u.username, u.id, if staff { ", staff" } else { "" }),
-                Err(StoreError::UsernameTaken) => bail!("{}", accounts::USERNAME_TAKEN),
+                Err(StoreError::UsernameTaken) => bail!("{}", accounts::DUPLICATE_USERNAME_MESSAGE),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -138,7 +138,7 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::ImportDjango { file, db } => {
             let store = open(&db).await?;
             let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let (users, errors) = accounts::parse_django_csv(&data[..]);
+            let accounts::Imported { users, errors } = accounts::import_csv(&data[..]).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             for e in &errors {
                 eprintln!("skipped: {e}");
             }
@@ -157,7 +157,7 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                     Ok(_) => created += 1,
                     Err(StoreError::UsernameTaken) => {
                         taken += 1;
-                        eprintln!("skipped: {}: {}", u.username.as_str(), accounts::USERNAME_TAKEN);
+                        eprintln!("skipped: {}: {}", u.username.as_str(), accounts::DUPLICATE_USERNAME_MESSAGE);
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -178,7 +178,7 @@ fn read_new_password(username: &str) -> anyhow::Result<NewPassword> {
         let a = rpassword::prompt_password("Password: ")?;
         let b = rpassword::prompt_password("Password (again): ")?;
         if a != b {
-            bail!("{}", accounts::PASSWORD_MISMATCH);
+            bail!("{}", accounts::PASSWORD_MISMATCH_MESSAGE);
         }
         a
     } else {

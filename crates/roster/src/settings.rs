@@ -115,6 +115,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_SEND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub send_queue: u32,
 
+    /// Kernel send buffer per connection, in bytes (SO_SNDBUF). 0 leaves it to the kernel,
+    /// which grows it up to `net.ipv4.tcp_wmem`'s maximum (4 MiB here) for a peer that stops
+    /// reading; a fixed size bounds the kernel memory a stalled client can hold, so it falls
+    /// behind sooner and is resynced instead.
+    #[arg(long, env = "ROSTER_TCP_SEND_BUFFER", default_value_t = 0)]
+    pub tcp_send_buffer: u32,
+
     /// Most sockets (open pages) one user may hold at once; more are refused with 429.
     #[arg(long, env = "ROSTER_MAX_SOCKETS_PER_USER", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sockets_per_user: u32,

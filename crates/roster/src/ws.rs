@@ -144,7 +144,7 @@ where
                 }
             }
             () = shutdown.cancelled() => {
-                let frame = CloseFrame { code: presence::CLOSE_GOING_AWAY, reason: Utf8Bytes::from_static("server restarting") };
+                let frame = CloseFrame { code: presence::protocol::CLOSE_GOING_AWAY, reason: Utf8Bytes::from_static("server restarting") };
                 let _ = socket.send(Message::Close(Some(frame))).await;
                 break End::Shutdown;
             }

@@ -124,7 +124,10 @@ pub async fn csrf_middleware(cookie_opts: CookieOptions, req: Request, next: Nex
         let header_token = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let submitted = match header_token {
             Some(t) => Some(t),
-            None => Form::field_from_body(&parts.headers, &bytes, CSRF_FIELD),
+            None => match Form::field_from_body(&parts.headers, &bytes, CSRF_FIELD) {
+                Ok(field) => field,
+                Err(e) => return e.into_response(),
+            },
         };
         match submitted {
             None => return reject("CSRF token missing."),

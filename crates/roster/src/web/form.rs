@@ -38,16 +38,17 @@ impl Form {
         self.fields.get(name).map_or("", String::as_str)
     }
 
-    /// One field from a raw body, for the CSRF check (which runs before the handler).
-    pub fn field_from_body(headers: &HeaderMap, body: &[u8], name: &str) -> Option<String> {
+    /// One field from a raw body, for the CSRF check (which runs before the handler). A form
+    /// body that does not decode is an error (400), not a missing token.
+    pub fn field_from_body(headers: &HeaderMap, body: &[u8], name: &str) -> Result<Option<String>, AppError> {
         let is_form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
         if !is_form {
-            return None;
+            return Ok(None);
         }
-        Form::parse(body).ok()?.fields.remove(name)
+        Ok(Form::parse(body)?.fields.remove(name))
     }
 }
 

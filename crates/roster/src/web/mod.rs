@@ -17,13 +17,13 @@ pub mod templates;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use presence::Hub;
@@ -50,9 +50,8 @@ pub struct Shared {
     /// Cancelled when the server stops; socket loops select on it.
     pub shutdown: CancellationToken,
     allowed_origins: Vec<String>,
-    /// Failed log-ins per account and per client address. A std mutex: held only for a map
-    /// update, never across an `.await`.
-    throttle: Mutex<Throttle>,
+    /// Failed log-ins per account and per client address (locks internally, never across `.await`).
+    throttle: Throttle,
 }
 
 impl Deref for AppState {
@@ -73,7 +72,7 @@ impl AppState {
             page_size: settings.page_size,
             session_ttl: settings.session_ttl,
             cookies: CookieOptions { secure: settings.secure_cookies },
-            throttle: Mutex::new(Throttle::new(settings.login_limit, settings.login_window)),
+            throttle: Throttle::new(settings.login_limit, settings.login_window),
         }))
     }
 
@@ -90,20 +89,25 @@ impl AppState {
 
     /// The longest wait any of `keys` is throttled for, if any.
     pub(crate) fn throttle_check(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        let mut t = self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        keys.iter().filter_map(|k| t.check(k, now).err()).map(|r| r.0).max()
+        keys.iter().filter_map(|k| self.throttle.check(k, now).err()).map(|r| r.0).max()
     }
 
     pub(crate) fn throttle_fail(&self, keys: &[String], now: Instant) {
-        let mut t = self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for k in keys {
-            t.record_failure(k, now);
+            self.throttle.record_failure(k, now);
         }
     }
 
     pub(crate) fn throttle_reset(&self, key: &str) {
-        self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reset(key);
+        self.throttle.reset(key);
     }
+}
+
+/// A `302 Found` redirect, as Django answers (axum's `Redirect::to` is 303). `location` is a
+/// local path we built or checked with `session::safe_next`.
+pub fn found(location: &str) -> Response {
+    let value = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
+    (axum::http::StatusCode::FOUND, [(header::LOCATION, value)]).into_response()
 }
 
 /// Content-Security-Policy: no inline script or style, nothing from other origins, no framing.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use presence::UserRef;
 
@@ -70,7 +70,7 @@ pub async fn sign_up(
     let mut password = None;
     if !p1.is_empty() && !p2.is_empty() {
         if p1 != p2 {
-            password2_errors.push(accounts::PASSWORD_MISMATCH.to_owned());
+            password2_errors.push(accounts::PASSWORD_MISMATCH_MESSAGE.to_owned());
         } else {
             match NewPassword::parse(p1, raw_username) {
                 Ok(p) => password = Some(p),
@@ -80,7 +80,7 @@ pub async fn sign_up(
     }
     if let Some(u) = &username {
         if app.store.user_by_key(&u.key()).await?.is_some() {
-            username_errors.push(accounts::USERNAME_TAKEN.to_owned());
+            username_errors.push(accounts::DUPLICATE_USERNAME_MESSAGE.to_owned());
         }
     }
 
@@ -109,13 +109,13 @@ pub async fn sign_up(
         Ok(created) => {
             tracing::info!(user_id = created.id, "signed up");
             app.hub.signed_up(UserRef { id: created.id, username: created.username.into() });
-            Ok(Redirect::to("/log_in/").into_response())
+            Ok(super::found("/log_in/"))
         }
         Err(StoreError::UsernameTaken) => {
             let page = SignUpPage {
                 frame: frame(&user, &csrf),
                 username: raw_username,
-                username_errors: vec![accounts::USERNAME_TAKEN.to_owned()],
+                username_errors: vec![accounts::DUPLICATE_USERNAME_MESSAGE.to_owned()],
                 password1_errors: vec![],
                 password2_errors: vec![],
             };
@@ -169,7 +169,7 @@ pub async fn log_in(
     let verdict = match &account {
         Some(u) => accounts::verify_password(password.to_owned(), u.password_hash.clone()).await,
         None => {
-            accounts::dummy_verify(password.to_owned()).await;
+            accounts::dummy_verify().await;
             Verification::Invalid
         }
     };
@@ -184,7 +184,7 @@ pub async fn log_in(
     app.throttle_reset(&keys[0]);
 
     if needs_rehash {
-        match accounts::hash_existing_password(password.to_owned()).await {
+        match accounts::rehash_password(password.to_owned()).await {
             Ok(hash) => {
                 app.store.set_password_hash(account.id, &hash).await?;
                 tracing::info!(user_id = account.id, "password hash upgraded to Argon2id");
@@ -208,7 +208,7 @@ pub async fn log_in(
     let mut headers = HeaderMap::new();
     headers.append(header::SET_COOKIE, session_cookie(&session_id, app.session_ttl.as_secs(), app.cookies));
     headers.append(header::SET_COOKIE, CsrfToken::generate().cookie(app.cookies));
-    Ok((headers, Redirect::to(next)).into_response())
+    Ok((headers, super::found(next)).into_response())
 }
 
 // ---------------------------------------------------------------- log out
@@ -226,7 +226,7 @@ pub async fn log_out(State(app): State<AppState>, user: MaybeUser) -> Result<Res
     }
     let mut headers = HeaderMap::new();
     headers.append(header::SET_COOKIE, clear_session_cookie(app.cookies));
-    Ok((headers, Redirect::to("/log_in/")).into_response())
+    Ok((headers, super::found("/log_in/")).into_response())
 }
 
 // ---------------------------------------------------------------- the list

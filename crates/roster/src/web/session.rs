@@ -8,7 +8,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -92,7 +92,7 @@ impl FromRequestParts<AppState> for RequireUser {
             Ok(MaybeUser(Some(user))) => Ok(RequireUser(user)),
             Ok(MaybeUser(None)) => {
                 let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                Err(Redirect::to(&format!("/log_in/?next={}", encode_next(target))).into_response())
+                Err(super::found(&format!("/log_in/?next={}", encode_next(target))))
             }
             Err(e) => Err(e.into_response()),
         }

@@ -2,7 +2,6 @@
 //! cookie-keeping HTTP client, and form helpers. No mocks; every wait has a deadline.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,10 +78,6 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn host(&self) -> String {
-        self.addr.to_string()
     }
 
     /// A browser-like client: keeps cookies, does not follow redirects (tests check them).
@@ -200,10 +195,6 @@ pub fn cookie_from<'a>(set_cookies: &'a [String], name: &str) -> Option<&'a str>
         .iter()
         .find_map(|c| c.strip_prefix(&format!("{name}=")))
         .and_then(|rest| rest.split(';').next())
-}
-
-pub fn workspace_file(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// A logged-in person: an HTTP client and the cookies it holds.

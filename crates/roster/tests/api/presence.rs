@@ -180,6 +180,8 @@ async fn refused_handshakes_and_client_frames_change_nothing() {
     }
     let _marker = open(&server, Some(&dave), TUTORIAL).await.expect("dave");
     assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("dave", true), "a client frame changed presence");
+    let everyone = |v: &View| ["alice", "bob", "dave"].iter().all(|n| v.online_names().contains(*n));
+    other_view.until(&mut other, "alice, bob and dave online on the other socket", everyone).await;
     assert_eq!(api_online(&server, &alice).await, BTreeSet::from(["alice".to_owned(), "bob".to_owned(), "dave".to_owned()]));
 
     // An oversized frame ends only the sender's socket.
@@ -191,7 +193,7 @@ async fn refused_handshakes_and_client_frames_change_nothing() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
-    let server = TestServer::start_with(&["--tick", "0s", "--send-queue", "32"]).await;
+    let server = TestServer::start_with(&["--tick", "0s", "--send-queue", "32", "--tcp-send-buffer", "16384"]).await;
     let alice = user_browser(&server, "alice").await;
     // Long names make frames big, so the slow socket's kernel buffers fill quickly.
     let names: Vec<String> = (0..10).map(|i| format!("{}{i}", "u".repeat(140))).collect();
@@ -206,30 +208,22 @@ async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
     let mut view = View::default();
     view.until(&mut slow, "the first snapshot", |v| v.seq.is_some()).await;
 
-    // 5,000 changes: ten people open and close a socket 250 times each, all at once.
-    let mut tasks = Vec::new();
-    for p in people {
-        let addr = server.addr;
-        let cookie = p.cookie_header();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..250 {
-                let ws = crate::ws_client::open_raw(addr, &cookie).await;
-                close(ws).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("burst task");
+    // 5,000 changes, one after another (so with --tick 0s each is its own batch): ten people
+    // take turns opening and closing a socket, 250 times each.
+    let cookies: Vec<String> = people.iter().map(Browser::cookie_header).collect();
+    for i in 0..2500 {
+        let ws = crate::ws_client::open_raw(server.addr, &cookies[i % cookies.len()]).await;
+        close(ws).await;
     }
     let _stay = open(&server, Some(&stayer), TUTORIAL).await.expect("stayer");
 
     // Now read: the missed diffs are replaced by a fresh snapshot, and the view is exact.
     let expected: BTreeSet<String> = ["alice", "stayer"].iter().map(|s| (*s).to_owned()).collect();
     view.until(&mut slow, "the true final state", |v| v.online_names() == expected).await;
-    assert!(view.snapshots >= 2, "the slow reader was resynced with a snapshot ({} snapshots)", view.snapshots);
-
-    // The server held at most --send-queue frames for it.
     let metrics = alice.client.get(server.url("/metrics")).send().await.expect("GET").text().await.expect("body");
+    assert!(view.snapshots >= 2, "the slow reader was resynced with a snapshot ({} snapshots); metrics:\n{metrics}", view.snapshots);
+
+    // The server held at most --send-queue batches for it.
     let max_queue = metric(&metrics, "roster_send_queue_max_depth");
     assert!(max_queue <= 32.0, "queue depth {max_queue} exceeded the bound of 32");
     assert!(metric(&metrics, "roster_lagging_resyncs_total") >= 1.0, "{metrics}");
@@ -302,4 +296,17 @@ async fn too_many_sockets_for_one_user_are_refused() {
     let _a = open(&server, Some(&alice), TUTORIAL).await.expect("1");
     let _b = open(&server, Some(&alice), TUTORIAL).await.expect("2");
     assert_eq!(open(&server, Some(&alice), TUTORIAL).await.err(), Some(429));
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
+    let server = TestServer::start().await;
+    let alice = user_browser(&server, "alice").await;
+    let mut ws = open(&server, Some(&alice), V1).await.expect("socket");
+    let mut view = View::default();
+    view.until(&mut ws, "snapshot", |v| v.seq.is_some()).await;
+    let watcher = tokio::spawn(async move { close_code(&mut ws).await });
+    let status = server.stop().await;
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(watcher.await.expect("watcher"), Some(1001), "clients are told to reconnect elsewhere");
 }

@@ -1,0 +1,24 @@
+//! Accounts, by Django's rules: usernames, new-password validation, password hashing
+//! (Argon2id, verifying imported Django `pbkdf2_sha256` hashes), log-in throttling and import
+//! of a Django `auth_user` CSV export. No HTTP, no database, no templates: the handlers and the
+//! store build on these types. Argon2 work runs only on Tokio's blocking pool.
+
+mod difflib;
+#[cfg(test)]
+mod django_conformance;
+pub mod django_import;
+pub mod hashing;
+pub mod password;
+mod python_str;
+pub mod throttle;
+#[rustfmt::skip]
+mod unicode_tables;
+pub mod username;
+
+pub use django_import::{import_csv, ImportError, Imported, ImportedUser, RowError, RowErrorKind};
+pub use hashing::{
+    dummy_verify, hash_password, rehash_password, verify, verify_password, HashError, Verification,
+};
+pub use password::{NewPassword, PasswordError, MIN_PASSWORD_CHARS, PASSWORD_MISMATCH_MESSAGE};
+pub use throttle::{RetryAfter, Throttle};
+pub use username::{username_key, Username, UsernameError, DUPLICATE_USERNAME_MESSAGE, MAX_USERNAME_CHARS};
