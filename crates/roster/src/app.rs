@@ -58,6 +58,8 @@ impl Application {
         };
         let (hub, hub_task) = Hub::start(hub_config, registered, observer, shutdown.clone());
 
+        tasks.spawn(reconcile_accounts(store.clone(), hub.clone(), RECONCILE_EVERY, shutdown.clone()));
+
         let listener = TcpListener::bind(settings.bind).await?;
         let state = AppState::new(store, hub, &settings, shutdown.clone());
         Ok(Application {
@@ -109,6 +111,50 @@ impl Application {
         self.tasks.close();
         self.tasks.wait().await;
         result.map_err(Into::into)
+    }
+}
+
+/// How often the accounts of online users are checked against the store.
+const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Accounts can be deactivated or deleted by another process (`roster user deactivate|delete`,
+/// another node). Every `every`, the users online here are looked up in one query (O(online),
+/// never O(accounts)); a deleted user's sockets are closed and the deletion announced, an
+/// inactive user's sockets are closed (1008).
+async fn reconcile_accounts(store: Store, hub: Hub, every: std::time::Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let online: Vec<UserId> = hub.online_users().iter().map(|u| u.id).collect();
+        if online.is_empty() {
+            continue;
+        }
+        let found = match store.users_by_id(&online).await {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the accounts of online users");
+                continue;
+            }
+        };
+        let active: std::collections::HashMap<UserId, bool> = found.iter().map(|u| (u.id, u.is_active)).collect();
+        for id in online {
+            match active.get(&id) {
+                None => {
+                    tracing::info!(user_id = id, "account deleted: closing its sockets");
+                    hub.close_user(id);
+                    hub.user_deleted(id);
+                }
+                Some(false) => {
+                    tracing::info!(user_id = id, "account deactivated: closing its sockets");
+                    hub.close_user(id);
+                }
+                Some(true) => {}
+            }
+        }
     }
 }
 

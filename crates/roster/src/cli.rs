@@ -129,6 +129,19 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let ended = store.delete_user_sessions(user.id).await?;
             println!("Password changed for {}; {} session(s) logged out.", user.username, ended.len());
         }
+        UserCommand::Deactivate { username, db } => {
+            let store = open(&db).await?;
+            let user = find(&store, &username).await?;
+            store.set_active(user.id, false).await?;
+            let ended = store.delete_user_sessions(user.id).await?;
+            println!("Deactivated {}; {} session(s) logged out.", user.username, ended.len());
+        }
+        UserCommand::Activate { username, db } => {
+            let store = open(&db).await?;
+            let user = find(&store, &username).await?;
+            store.set_active(user.id, true).await?;
+            println!("Activated {}.", user.username);
+        }
         UserCommand::Delete { username, db } => {
             let store = open(&db).await?;
             let user = find(&store, &username).await?;

@@ -58,6 +58,18 @@ pub enum UserCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Deactivate a user: they cannot log in, their sessions end and their open pages are closed.
+    Deactivate {
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Reactivate a deactivated user.
+    Activate {
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Delete a user and all their sessions.
     Delete {
         username: String,

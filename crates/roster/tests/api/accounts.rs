@@ -363,3 +363,23 @@ async fn logs_have_the_tutorial_shape_and_no_secrets() {
     assert!(!logs.contains("sessionid="), "a session cookie was logged");
     assert!(!logs.contains("csrfmiddlewaretoken"), "a form token was logged");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_secrets() {
+    let server = TestServer::start_with(&["--log-format", "json"]).await;
+    let client = user_client(&server, "lee").await;
+    assert_eq!(client.get(server.url("/")).send().await.expect("GET").status(), StatusCode::OK);
+    server.wait_for_log("HTTP GET / 200 [").await;
+    let logs = server.logs();
+    let mut access_lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["message"].as_str().is_some_and(|m| m.starts_with("HTTP GET / 200")) {
+            access_lines += 1;
+            assert_eq!(v["status"], 200);
+            assert_eq!(v["path"], "/");
+        }
+    }
+    assert!(access_lines >= 1, "{logs}");
+    assert!(!logs.contains(GOOD_PASSWORD) && !logs.contains("sessionid"), "{logs}");
+}

@@ -60,7 +60,8 @@ impl TestServer {
             let mut tx = Some(tx);
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(rest) = line.split("serving on http://").nth(1) {
-                    if let (Some(tx), Ok(addr)) = (tx.take(), rest.trim().parse::<SocketAddr>()) {
+                    let addr = rest.split(|c: char| c == '"' || c.is_whitespace()).next().unwrap_or("");
+                    if let (Some(tx), Ok(addr)) = (tx.take(), addr.parse::<SocketAddr>()) {
                         let _ = tx.send(addr);
                     }
                 }

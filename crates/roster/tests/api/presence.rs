@@ -310,3 +310,45 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(watcher.await.expect("watcher"), Some(1001), "clients are told to reconnect elsewhere");
 }
+
+#[tokio::test]
+async fn deactivating_or_deleting_a_user_closes_their_sockets() {
+    let server = TestServer::start_with(&["--presence-grace", "120s"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let carol = user_browser(&server, "carol").await;
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+    let mut v1 = open(&server, Some(&alice), V1).await.expect("v1 watcher");
+    let mut view = View::default();
+    view.until(&mut v1, "snapshot", |v| v.seq.is_some()).await;
+    let mut b = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
+    let mut c = open(&server, Some(&carol), V1).await.expect("carol");
+    view.until(&mut v1, "bob and carol online", |v| v.online_names().contains("bob") && v.online_names().contains("carol")).await;
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
+
+    let out = server.cli(&["user", "deactivate", "bob"], "").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(close_code(&mut b).await, Some(1008));
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false), "Offline at once, not after 120 s");
+    assert_eq!(open(&server, Some(&bob), TUTORIAL).await.err(), Some(403), "a deactivated user cannot reconnect");
+    assert_eq!(log_in(&server, &bob.client, "bob", GOOD_PASSWORD).await.status(), StatusCode::OK, "nor log in");
+
+    let out = server.cli(&["user", "delete", "carol"], "").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(close_code(&mut c).await, Some(1008));
+    assert_eq!(next_about(&mut watch, "carol").await, tutorial_frame("carol", false));
+    view.until(&mut v1, "carol gone", |v| !v.online_names().contains("carol") && v.registered_count == 2).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_pings_is_dropped() {
+    let server = TestServer::start_with(&["--ping-interval", "200ms", "--ping-timeout", "300ms"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+    // Bob's client never reads, so it never answers a ping.
+    let _silent = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
+    // The watcher keeps reading (and so answers pings); bob is dropped as dead.
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false));
+}
