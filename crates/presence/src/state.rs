@@ -96,18 +96,28 @@ impl PresenceState {
         }
     }
 
+    /// Fires due deadlines, then removes one socket of `user`: `None` if the user had no open
+    /// socket, else whether it was their last.
+    fn take_socket(&mut self, user: UserId, now: Instant, out: &mut Vec<Transition>) -> Option<bool> {
+        self.advance(now, out);
+        let e = self.users.get_mut(&user)?;
+        if e.sockets == 0 {
+            return None;
+        }
+        e.sockets -= 1;
+        Some(e.sockets == 0)
+    }
+
     /// A socket of `user` closed (tab closed, network lost, reload). If it was the last one, the
     /// grace starts. Returns false (and does nothing) if the user had no open socket.
     pub fn close(&mut self, user: UserId, now: Instant, out: &mut Vec<Transition>) -> bool {
-        self.advance(now, out);
-        let Some(e) = self.users.get_mut(&user) else {
+        let Some(last) = self.take_socket(user, now, out) else {
             return false;
         };
-        if e.sockets == 0 {
-            return false;
-        }
-        e.sockets -= 1;
-        if e.sockets == 0 {
+        if last {
+            let Some(e) = self.users.get_mut(&user) else {
+                return true;
+            };
             e.last_close = now;
             if self.grace.is_zero() {
                 self.users.remove(&user);
@@ -125,15 +135,10 @@ impl PresenceState {
     /// A socket of `user` was closed by a log out: no grace. Returns false if the user had no
     /// open socket.
     pub fn close_logout(&mut self, user: UserId, now: Instant, out: &mut Vec<Transition>) -> bool {
-        self.advance(now, out);
-        let Some(e) = self.users.get_mut(&user) else {
+        let Some(last) = self.take_socket(user, now, out) else {
             return false;
         };
-        if e.sockets == 0 {
-            return false;
-        }
-        e.sockets -= 1;
-        if e.sockets == 0 {
+        if last {
             self.users.remove(&user);
             out.push(Transition::Offline(user, now));
         }

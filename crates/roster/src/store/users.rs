@@ -12,6 +12,39 @@ macro_rules! user_columns {
 }
 pub(super) use user_columns;
 
+/// How `list_users` narrows the list.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListFilter {
+    /// Everyone: walk `users_last_seen_idx`.
+    All,
+    /// Few prefix matches: range scan on the `username_key` index, then sort them
+    /// ($4 = prefix, $5 = end of its key range, $6 = LIKE pattern).
+    KeyRange,
+    /// Many prefix matches: walk the list order and filter; a page fills quickly ($4 = pattern).
+    Like,
+}
+
+/// The list query for `store`'s backend. Only the exclusion of the online ids differs between
+/// backends: a hashed `NOT IN` over a bound BIGINT[] (PostgreSQL) or JSON array (SQLite).
+fn list_sql(store: &Store, filter: ListFilter) -> String {
+    let (exclude, indexed) = match store {
+        Store::Sqlite(_) => ("id NOT IN (SELECT value FROM json_each($1))", " INDEXED BY users_last_seen_idx"),
+        Store::Postgres(_) => ("id NOT IN (SELECT UNNEST($1::BIGINT[]))", ""),
+    };
+    let (from_hint, narrow) = match filter {
+        ListFilter::All => ("", ""),
+        ListFilter::KeyRange => (
+            "",
+            " AND username_key >= $4 AND username_key < $5 AND username_key LIKE $6 ESCAPE '\\'",
+        ),
+        ListFilter::Like => (indexed, " AND username_key LIKE $4 ESCAPE '\\'"),
+    };
+    format!(
+        "SELECT {} FROM users{from_hint} WHERE {exclude}{narrow} ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3",
+        user_columns!()
+    )
+}
+
 /// A prefix search matching fewer users than this reads the matches through the `username_key`
 /// index and sorts them (cost ~ matches); one matching more walks `users_last_seen_idx` and
 /// filters (cost ~ page end × all / matches). Either way a page never reads more than a few
@@ -165,132 +198,45 @@ impl Store {
     pub async fn list_users(&self, q: &ListQuery<'_>) -> Result<Vec<User>, StoreError> {
         let limit = sql_count(q.limit);
         let offset = sql_count(q.offset);
-        let prefix = q.prefix.filter(|p| !p.is_empty());
-        let Some(prefix) = prefix else {
-            return Ok(match self {
-                Store::Sqlite(pool) => {
-                    sqlx::query_as::<_, User>(concat!(
-                        "SELECT ",
-                        user_columns!(),
-                        " FROM users \
-                         WHERE id NOT IN (SELECT value FROM json_each($1)) \
-                         ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3"
-                    ))
-                    .bind(json_ids(q.exclude))
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(pool)
-                    .await?
-                }
-                Store::Postgres(pool) => {
-                    sqlx::query_as::<_, User>(concat!(
-                        "SELECT ",
-                        user_columns!(),
-                        " FROM users \
-                         WHERE id NOT IN (SELECT UNNEST($1::BIGINT[])) \
-                         ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3"
-                    ))
-                    .bind(q.exclude)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(pool)
-                    .await?
-                }
-            });
-        };
-
-        let pattern = like_prefix_pattern(prefix);
-        let range_end = format!("{prefix}{PREFIX_RANGE_END}");
-        let matches: i64 = on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM users \
-             WHERE username_key >= $1 AND username_key < $2 LIMIT $3) AS m",
-        )
-        .bind(prefix)
-        .bind(&range_end)
-        .bind(NARROW_PREFIX_MATCHES)
-        .fetch_one(pool)
-        .await)?;
-
-        let rows = if matches < NARROW_PREFIX_MATCHES {
-            // Few matches: range scan on the username_key index, then sort them.
-            match self {
-                Store::Sqlite(pool) => {
-                    sqlx::query_as::<_, User>(concat!(
-                        "SELECT ",
-                        user_columns!(),
-                        " FROM users \
-                         WHERE id NOT IN (SELECT value FROM json_each($1)) \
-                         AND username_key >= $4 AND username_key < $5 \
-                         AND username_key LIKE $6 ESCAPE '\\' \
-                         ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3"
-                    ))
-                    .bind(json_ids(q.exclude))
-                    .bind(limit)
-                    .bind(offset)
-                    .bind(prefix)
-                    .bind(&range_end)
-                    .bind(&pattern)
-                    .fetch_all(pool)
-                    .await?
-                }
-                Store::Postgres(pool) => {
-                    sqlx::query_as::<_, User>(concat!(
-                        "SELECT ",
-                        user_columns!(),
-                        " FROM users \
-                         WHERE id NOT IN (SELECT UNNEST($1::BIGINT[])) \
-                         AND username_key >= $4 AND username_key < $5 \
-                         AND username_key LIKE $6 ESCAPE '\\' \
-                         ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3"
-                    ))
-                    .bind(q.exclude)
-                    .bind(limit)
-                    .bind(offset)
-                    .bind(prefix)
-                    .bind(&range_end)
-                    .bind(&pattern)
-                    .fetch_all(pool)
-                    .await?
-                }
-            }
-        } else {
-            // Many matches: walk the list order and filter; a page fills quickly.
-            match self {
-                Store::Sqlite(pool) => {
-                    sqlx::query_as::<_, User>(concat!(
-                        "SELECT ",
-                        user_columns!(),
-                        " FROM users INDEXED BY users_last_seen_idx \
-                         WHERE id NOT IN (SELECT value FROM json_each($1)) \
-                         AND username_key LIKE $4 ESCAPE '\\' \
-                         ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3"
-                    ))
-                    .bind(json_ids(q.exclude))
-                    .bind(limit)
-                    .bind(offset)
-                    .bind(&pattern)
-                    .fetch_all(pool)
-                    .await?
-                }
-                Store::Postgres(pool) => {
-                    sqlx::query_as::<_, User>(concat!(
-                        "SELECT ",
-                        user_columns!(),
-                        " FROM users \
-                         WHERE id NOT IN (SELECT UNNEST($1::BIGINT[])) \
-                         AND username_key LIKE $4 ESCAPE '\\' \
-                         ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3"
-                    ))
-                    .bind(q.exclude)
-                    .bind(limit)
-                    .bind(offset)
-                    .bind(&pattern)
-                    .fetch_all(pool)
-                    .await?
+        let (filter, extra): (ListFilter, Vec<String>) = match q.prefix.filter(|p| !p.is_empty()) {
+            None => (ListFilter::All, Vec::new()),
+            Some(prefix) => {
+                let pattern = like_prefix_pattern(prefix);
+                let range_end = format!("{prefix}{PREFIX_RANGE_END}");
+                let matches: i64 = on_pool!(self, pool => sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM users \
+                     WHERE username_key >= $1 AND username_key < $2 LIMIT $3) AS m",
+                )
+                .bind(prefix)
+                .bind(&range_end)
+                .bind(NARROW_PREFIX_MATCHES)
+                .fetch_one(pool)
+                .await)?;
+                if matches < NARROW_PREFIX_MATCHES {
+                    (ListFilter::KeyRange, vec![prefix.to_owned(), range_end, pattern])
+                } else {
+                    (ListFilter::Like, vec![pattern])
                 }
             }
         };
-        Ok(rows)
+        let sql = list_sql(self, filter);
+        // $1 = the excluded ids, $2 = limit, $3 = offset, then the filter's own parameters.
+        Ok(match self {
+            Store::Sqlite(pool) => {
+                let mut query = sqlx::query_as::<_, User>(&sql).bind(json_ids(q.exclude)).bind(limit).bind(offset);
+                for value in &extra {
+                    query = query.bind(value.as_str());
+                }
+                query.fetch_all(pool).await?
+            }
+            Store::Postgres(pool) => {
+                let mut query = sqlx::query_as::<_, User>(&sql).bind(q.exclude).bind(limit).bind(offset);
+                for value in &extra {
+                    query = query.bind(value.as_str());
+                }
+                query.fetch_all(pool).await?
+            }
+        })
     }
 
     /// The users with these ids (unknown ids are skipped), ordered by id. For the online part
