@@ -352,3 +352,46 @@ async fn a_peer_that_never_answers_pings_is_dropped() {
     // The watcher keeps reading (and so answers pings); bob is dropped as dead.
     assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false));
 }
+
+#[tokio::test]
+async fn the_json_api_gives_the_snapshot_and_the_paged_list() {
+    let server = TestServer::start_with(&["--page-size", "2"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let _carol = user_browser(&server, "carol").await;
+    let anonymous = server.client();
+    let r = anonymous.get(server.url("/api/users/")).send().await.expect("GET");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("alice");
+    let b = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
+    close(b).await;
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false));
+
+    let get = |path: &'static str| {
+        let c = alice.client.clone();
+        let url = server.url(path);
+        async move { c.get(url).send().await.expect("GET").json::<Value>().await.expect("json") }
+    };
+    let p1 = get("/api/users/?page=1").await;
+    assert_eq!(p1["online_count"], 1);
+    assert_eq!(p1["registered_count"], 3);
+    assert_eq!(p1["has_next"], true);
+    let users = p1["users"].as_array().expect("users");
+    assert_eq!(users[0]["username"], "alice", "online users first: {p1}");
+    assert_eq!(users[0]["online"], true);
+    assert_eq!(users[0]["last_seen"], Value::Null);
+    assert_eq!(users[1]["username"], "bob", "then the most recently seen: {p1}");
+    assert_eq!(users[1]["online"], false);
+    assert!(users[1]["last_seen"].as_i64().is_some(), "{p1}");
+    let p2 = get("/api/users/?page=2").await;
+    assert_eq!(p2["users"][0]["username"], "carol");
+    assert_eq!(p2["has_next"], false);
+    assert_eq!(get("/api/users/?q=CA").await["users"].as_array().expect("users").len(), 1);
+    let r = alice.client.get(server.url("/api/users/?page=0")).send().await.expect("GET");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let snapshot = get("/api/users/").await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["online"], serde_json::json!([{ "id": 1, "username": "alice" }]));
+}
