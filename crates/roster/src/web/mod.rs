@@ -103,6 +103,17 @@ impl AppState {
     }
 }
 
+/// `/readyz`: 200 when the database answers, else 503 (the in-process layer is always ready).
+async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readyz: database unreachable");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
 /// A `302 Found` redirect, as Django answers (axum's `Redirect::to` is 303). `location` is a
 /// local path we built or checked with `session::safe_next`.
 pub fn found(location: &str) -> Response {
@@ -125,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/", get(api::users))
         .route("/static/{name}", get(assets::serve))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .fallback(pages::not_found)
         .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, req, next)))

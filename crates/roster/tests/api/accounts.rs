@@ -289,6 +289,9 @@ async fn pages_carry_security_headers_and_assets_are_cached() {
         assert_eq!(h.get("x-frame-options").map(|v| v.as_bytes()), Some(&b"DENY"[..]), "{path}");
     }
     assert_eq!(client.get(server.url("/nope")).send().await.expect("GET").status(), StatusCode::NOT_FOUND);
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(client.get(server.url(probe)).send().await.expect("GET").status(), StatusCode::OK, "{probe}");
+    }
 
     let page = client.get(server.url("/log_in/")).send().await.expect("GET").text().await.expect("body");
     let css = page.split("href=\"").find_map(|s| s.split('"').next().filter(|u| u.starts_with("/static/style.css?v="))).expect("css link");
