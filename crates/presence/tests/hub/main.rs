@@ -151,7 +151,7 @@ impl Client {
     fn assert_matches(&self, hub: &Hub) {
         let truth: BTreeMap<UserId, String> = hub
             .online_users()
-            .into_iter()
+            .iter()
             .map(|u| (u.id, u.username.to_string()))
             .collect();
         assert_eq!(self.online, truth);
