@@ -78,6 +78,7 @@ rows = [
     ("User list: users", "seed", "created"),
     ("User list: requests/s", "list", "requests_per_s"),
     ("User list: p99 (ms)", "list", "p99_ms"),
+    ("User list: server CPU per request (ms)", "list", "server_cpu_ms_per_request"),
 ]
 systems = [
     ("Roster (tutorial frames)", "roster", {"storm": "roster-storm"}),

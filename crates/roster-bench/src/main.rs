@@ -93,6 +93,9 @@ enum Command {
         requests: usize,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Path to request (e.g. /healthz to calibrate the client).
+        #[arg(long, default_value = "/")]
+        path: String,
     },
     #[command(hide = true)]
     Worker,
@@ -177,6 +180,15 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// User + system CPU seconds of a process (/proc/PID/stat, assuming 100 ticks/s).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -232,7 +244,7 @@ async fn run(cmd: Command) -> Result<(), String> {
         Command::Storm { c, watchers, logins, seconds, settle_secs } => {
             storm(c, watchers, logins, seconds, settle_secs).await
         }
-        Command::List { c, requests, concurrency } => list(c, requests, concurrency).await,
+        Command::List { c, requests, concurrency, path } => list(c, requests, concurrency, &path).await,
         Command::Worker => unreachable!(),
     }
 }
@@ -732,15 +744,16 @@ async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) ->
 
 // ---------------------------------------------------------------- list
 
-async fn list(c: Common, requests: usize, concurrency: usize) -> Result<(), String> {
+async fn list(c: Common, requests: usize, concurrency: usize, path: &str) -> Result<(), String> {
     let b = base(&c.url);
     let cookie = log_in_all(&c, 0..1).await?.remove(0);
     let client = http::client(None);
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let cpu0 = c.server_pid.and_then(cpu_secs);
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(requests);
     for _ in 0..requests {
-        let (sem, client, url, cookie) = (sem.clone(), client.clone(), format!("{b}/"), cookie.clone());
+        let (sem, client, url, cookie) = (sem.clone(), client.clone(), format!("{b}{path}"), cookie.clone());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await.expect("sem");
             let t = Instant::now();
@@ -780,11 +793,13 @@ async fn list(c: Common, requests: usize, concurrency: usize) -> Result<(), Stri
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = c.server_pid.and_then(cpu_secs);
     lat.sort_unstable();
     emit(
         "list",
         vec![
             ("url", json!(c.url)),
+            ("path", json!(path)),
             ("requests", json!(requests)),
             ("concurrency", json!(concurrency)),
             ("ok", json!(ok)),
@@ -795,6 +810,8 @@ async fn list(c: Common, requests: usize, concurrency: usize) -> Result<(), Stri
             ("requests_per_s", json!((ok as f64 / secs).round())),
             ("p50_ms", json!(ms(pct(&lat, 50.0)))),
             ("p99_ms", json!(ms(pct(&lat, 99.0)))),
+            ("server_cpu_seconds", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 100.0).round() / 100.0))),
+            ("server_cpu_ms_per_request", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 1e5 / ok.max(1) as f64).round() / 100.0))),
         ],
     );
     Ok(())
