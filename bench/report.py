@@ -89,6 +89,12 @@ systems = [
     ("floor", "floor", {}),
     ("Django Channels", "django", {}),
 ]
+if os.environ.get("BENCH_NOTE"):
+    L.append(f"**Note:** {os.environ['BENCH_NOTE']}\n")
+loads = {n: d.get("loadavg_before") for n, d in res.items() if d.get("loadavg_before")}
+if loads:
+    L.append("Load average (1 min) before each scenario: " + ", ".join(f"{n} {v}" for n, v in loads.items()) + "\n")
+L.append("Ratios are Roster (tutorial frames) over the other system; hold rows are tutorial mode only.\n")
 L.append("## Side by side\n")
 L.append("| | " + " | ".join(s[0] for s in systems) + " | Roster / floor | Roster / Django |")
 L.append("|---|" + "---|" * (len(systems) + 2))
@@ -100,9 +106,22 @@ for label, scen, key in rows:
     roster, floor, django = vals[0], vals[2], vals[3]
     if scen == "seed":
         roster = get("roster-seed", key)
-    L.append(f"| {label} | " + " | ".join(fmt(v) for v in vals) + f" | {ratio(roster, floor)} | {ratio(roster, django)} |")
+    size_key = {"fanout": "watchers", "storm": "watchers", "hold": "sockets", "list": "requests"}.get(scen)
+
+    def same(other):
+        if size_key is None or scen == "list":
+            return True
+        return get(f"roster-{scen}", size_key) == get(f"{other}-{scen}", size_key)
+
+    rf = ratio(roster, floor) if same("floor") else "sizes differ"
+    rd = ratio(roster, django) if same("django") else "sizes differ"
+    L.append(f"| {label} | " + " | ".join(fmt(v) for v in vals) + f" | {rf} | {rd} |")
 L.append("")
 L.append("Sizes differ where the Django peer cannot keep up (see the watchers rows); compare ratios only at equal sizes.\n")
+L.append("## Servers (as started by bench/run)\n")
+L.append("- Roster: `roster serve --bind 127.0.0.1:0 --database-url sqlite://TMP/roster.db --presence-grace 0s` (SQLite, in-process layer, default tick 100 ms, default 32 sockets per user)")
+L.append("- floor: `roster-floor --bind 127.0.0.1:0` (read buffer 256 B, write buffer 4 KiB, broadcast capacity 1024)")
+L.append("- Django: `bench/peers/django-channels/run --fast-hasher` (one daphne process, private redis-server, SQLite; MD5 hasher only to seed fast)\n")
 L.append("## Commands (as run)\n")
 for name, d in res.items():
     L.append(f"- `{name}`: `{d.get('command', '?')}`")
