@@ -1,0 +1,818 @@
+//! `roster-bench`: load generator for Roster, the Django Channels tutorial peer and the
+//! floor server (bench/floor), speaking the tutorial protocol (form log-in with CSRF, session
+//! cookie, `{"username","is_logged_in"}` frames) and `roster.v1`.
+//!
+//! Every scenario prints a human table, then one final line holding a single JSON object.
+//!
+//! Users are `{prefix}{i}`. Watchers use users `0..U` (socket `j` uses user `j % U`, so
+//! `--sockets-per-user` sockets share a user; Roster allows 32 per user by default). The
+//! fanout trigger is user `U`; storm users are `U..U+M`. Seed at least that many first.
+//!
+//! Sockets are spread over `--workers` processes (this binary re-executed with the hidden
+//! `worker` subcommand; one process holds ~19,000 sockets at most) and over loopback source
+//! addresses `127.0.0.2..` (bind before connect) to avoid ephemeral-port exhaustion.
+
+mod http;
+mod worker;
+mod ws;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use worker::{Change, Cmd, Ready, Report, SockSpec, Stats, StormRange, WorkerInit};
+use ws::{now_us, Mode, Target};
+
+#[derive(Parser)]
+#[command(version, about = "Load generator for Roster, the Django Channels peer and the floor server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign up users `{prefix}{start}..{prefix}{start+count-1}` through the form, concurrently.
+    SeedUsers(SeedArgs),
+    /// Hold N authenticated sockets: connect rate, failures, server RSS per socket.
+    Hold {
+        #[command(flatten)]
+        c: Common,
+        /// Sockets to open.
+        #[arg(long)]
+        sockets: usize,
+        /// Seconds to hold them before measuring RSS again.
+        #[arg(long, default_value_t = 5)]
+        hold_secs: u64,
+    },
+    /// N watchers; E presence changes by one extra client opening/closing its socket
+    /// (floor: broadcasting a frame); delivery latency over every watcher x change.
+    Fanout {
+        #[command(flatten)]
+        c: Common,
+        #[arg(long)]
+        watchers: usize,
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+        /// Pause between changes (ms).
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// Wait after the last change before collecting (ms).
+        #[arg(long, default_value_t = 2000)]
+        tail_ms: u64,
+    },
+    /// N watchers; M users open a socket each within T seconds; time until every watcher
+    /// holds the exact final state, frames per watcher.
+    Storm {
+        #[command(flatten)]
+        c: Common,
+        #[arg(long)]
+        watchers: usize,
+        #[arg(long)]
+        logins: usize,
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Give up waiting for convergence after this many seconds past the storm.
+        #[arg(long, default_value_t = 30)]
+        settle_secs: u64,
+    },
+    /// Requests/s of GET / (the user list) while logged in.
+    List {
+        #[command(flatten)]
+        c: Common,
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Path to request (e.g. /healthz to calibrate the client).
+        #[arg(long, default_value = "/")]
+        path: String,
+    },
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Args, Clone)]
+struct SeedArgs {
+    /// Base URL, e.g. http://127.0.0.1:8000
+    #[arg(long)]
+    base_url: String,
+    #[arg(long)]
+    count: usize,
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    #[arg(long, default_value = "bench-pass-4821")]
+    password: String,
+    #[arg(long, default_value_t = 0)]
+    start: usize,
+    /// Concurrent sign-ups (default: 2 x cores; Argon2/PBKDF2 is CPU-bound on the server).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    source_addrs: u8,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Base URL of the server, e.g. http://127.0.0.1:8000
+    #[arg(long)]
+    url: String,
+    /// Wire protocol: tutorial (Roster default, Django), v1 (Roster's roster.v1), floor.
+    #[arg(long, value_enum, default_value_t = Mode::Tutorial)]
+    mode: Mode,
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    #[arg(long, default_value = "bench-pass-4821")]
+    password: String,
+    /// Watcher sockets per user (user count = ceil(N / this)) unless --users is given.
+    #[arg(long, default_value_t = 30)]
+    sockets_per_user: usize,
+    /// Distinct watcher users (overrides --sockets-per-user).
+    #[arg(long)]
+    users: Option<usize>,
+    /// Worker processes (default: max(2, ceil(N / 15000))).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Loopback source addresses 127.0.0.2 .. 127.0.0.(1+A).
+    #[arg(long, default_value_t = 8)]
+    source_addrs: u8,
+    /// Concurrent socket handshakes per worker.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// Concurrent form log-ins.
+    #[arg(long, default_value_t = 8)]
+    login_concurrency: usize,
+    /// PID of the server process, to report its RSS (VmRSS) before and after.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// After the watchers connect, wait until no frame arrived for this long (ms) ...
+    #[arg(long, default_value_t = 1000)]
+    quiet_ms: u64,
+    /// ... but at most this long (s).
+    #[arg(long, default_value_t = 600)]
+    quiet_max_secs: u64,
+}
+
+fn src_addr(i: usize, n: u8) -> Option<IpAddr> {
+    (n > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % n as usize) as u8)))
+}
+
+fn base(url: &str) -> String {
+    url.trim_end_matches('/').to_string()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU seconds of a process (/proc/PID/stat, assuming 100 ticks/s).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64 / 1000.0 * 100.0).round() / 100.0
+}
+
+/// Print a table of the fields, then the same fields as one JSON line.
+fn emit(scenario: &str, fields: Vec<(&str, Value)>) {
+    println!("== {scenario}");
+    let w = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut obj = serde_json::Map::new();
+    obj.insert("scenario".into(), json!(scenario));
+    for (k, v) in fields {
+        let shown = match &v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("  {k:<w$}  {shown}");
+        obj.insert(k.to_string(), v);
+    }
+    println!("{}", Value::Object(obj));
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Command::Worker = cli.cmd {
+        if let Err(e) = worker::run() {
+            eprintln!("worker: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if let Err(e) = rt.block_on(run(cli.cmd)) {
+        eprintln!("roster-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cmd: Command) -> Result<(), String> {
+    match cmd {
+        Command::SeedUsers(a) => seed(a).await,
+        Command::Hold { c, sockets, hold_secs } => hold(c, sockets, hold_secs).await,
+        Command::Fanout { c, watchers, changes, interval_ms, tail_ms } => {
+            fanout(c, watchers, changes, interval_ms, tail_ms).await
+        }
+        Command::Storm { c, watchers, logins, seconds, settle_secs } => {
+            storm(c, watchers, logins, seconds, settle_secs).await
+        }
+        Command::List { c, requests, concurrency, path } => list(c, requests, concurrency, &path).await,
+        Command::Worker => unreachable!(),
+    }
+}
+
+// ---------------------------------------------------------------- seed-users
+
+async fn seed(a: SeedArgs) -> Result<(), String> {
+    let b = base(&a.base_url);
+    let conc = a.concurrency.unwrap_or(2 * cores());
+    let clients: Arc<Vec<reqwest::Client>> =
+        Arc::new((0..a.source_addrs.max(1) as usize).map(|i| http::client(src_addr(i, a.source_addrs))).collect());
+    let sem = Arc::new(Semaphore::new(conc));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in a.start..a.start + a.count {
+        let (sem, clients, b, pw) = (sem.clone(), clients.clone(), b.clone(), a.password.clone());
+        let name = format!("{}{}", a.prefix, i);
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await.expect("sem");
+            http::sign_up(&clients[i % clients.len()], &b, &name, &pw).await
+        }));
+    }
+    let (mut created, mut rejected, mut failed, mut errors) = (0u64, 0u64, 0u64, Vec::new());
+    for t in tasks {
+        match t.await.map_err(|e| e.to_string())? {
+            Ok(http::SignUp::Created) => created += 1,
+            Ok(http::SignUp::Rejected) => rejected += 1,
+            Err(e) => {
+                failed += 1;
+                if errors.len() < 5 {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    emit(
+        "seed-users",
+        vec![
+            ("base_url", json!(b)),
+            ("requested", json!(a.count)),
+            ("created", json!(created)),
+            ("rejected_existing", json!(rejected)),
+            ("failed", json!(failed)),
+            ("errors", json!(errors)),
+            ("concurrency", json!(conc)),
+            ("seconds", json!((secs * 100.0).round() / 100.0)),
+            ("signups_per_s", json!(((created + rejected) as f64 / secs * 10.0).round() / 10.0)),
+        ],
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- sessions
+
+/// Log in users `{prefix}{i}` for i in `ids`; returns their cookies in the same order.
+async fn log_in_all(c: &Common, ids: impl Iterator<Item = usize>) -> Result<Vec<String>, String> {
+    let b = base(&c.url);
+    let clients: Arc<Vec<reqwest::Client>> =
+        Arc::new((0..c.source_addrs.max(1) as usize).map(|i| http::client(src_addr(i, c.source_addrs))).collect());
+    let sem = Arc::new(Semaphore::new(c.login_concurrency.max(1)));
+    let mut tasks = Vec::new();
+    for (k, i) in ids.enumerate() {
+        let (sem, clients, b, pw) = (sem.clone(), clients.clone(), b.clone(), c.password.clone());
+        let name = format!("{}{}", c.prefix, i);
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await.expect("sem");
+            http::log_in(&clients[k % clients.len()], &b, &name, &pw).await
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(out)
+}
+
+fn watcher_users(c: &Common, n: usize) -> usize {
+    c.users.unwrap_or_else(|| n.div_ceil(c.sockets_per_user.max(1))).max(1)
+}
+
+/// Socket specs for `n` watchers (floor: no cookies, no log-in).
+async fn watcher_specs(c: &Common, n: usize) -> Result<(Vec<SockSpec>, usize, f64), String> {
+    // Floor: no users at all (the storm/trigger names start at 0).
+    let users = if c.mode == Mode::Floor { 0 } else { watcher_users(c, n) };
+    let t0 = Instant::now();
+    let cookies = if c.mode == Mode::Floor { vec![] } else { log_in_all(c, 0..users).await? };
+    let login_secs = t0.elapsed().as_secs_f64();
+    let specs = (0..n)
+        .map(|j| SockSpec { cookie: cookies.get(j % users.max(1)).cloned(), src: src_addr(j, c.source_addrs) })
+        .collect();
+    Ok((specs, users, login_secs))
+}
+
+// ---------------------------------------------------------------- workers
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    async fn send(&mut self, cmd: &Cmd) -> Result<(), String> {
+        let mut s = serde_json::to_string(cmd).map_err(|e| e.to_string())?;
+        s.push('\n');
+        self.stdin.write_all(s.as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))
+    }
+    async fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
+        let line = self.lines.next_line().await.map_err(|e| e.to_string())?.ok_or("worker exited")?;
+        serde_json::from_str(&line).map_err(|e| format!("worker said {line:.200}: {e}"))
+    }
+}
+
+struct Pool {
+    workers: Vec<Worker>,
+    ready: Ready,
+}
+
+impl Pool {
+    /// Start the workers, hand each its share of `specs`, wait until all have connected.
+    async fn start(
+        c: &Common,
+        target: &Target,
+        specs: Vec<SockSpec>,
+        trigger_user: &str,
+        storm: Option<StormRange>,
+    ) -> Result<Pool, String> {
+        let n = specs.len();
+        let k = c.workers.unwrap_or_else(|| 2.max(n.div_ceil(15_000))).clamp(1, n.max(1));
+        let mut shares: Vec<Vec<SockSpec>> = vec![Vec::new(); k];
+        for (j, s) in specs.into_iter().enumerate() {
+            shares[j % k].push(s);
+        }
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut workers = Vec::new();
+        for share in shares {
+            let mut child = tokio::process::Command::new(&exe)
+                .arg("worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("spawn worker: {e}"))?;
+            let mut stdin = child.stdin.take().ok_or("stdin")?;
+            let stdout = child.stdout.take().ok_or("stdout")?;
+            let init = WorkerInit {
+                target: target.clone(),
+                sockets: share,
+                connect_concurrency: c.connect_concurrency,
+                trigger_user: trigger_user.to_string(),
+                storm: storm.clone(),
+            };
+            let mut s = serde_json::to_string(&init).map_err(|e| e.to_string())?;
+            s.push('\n');
+            stdin.write_all(s.as_bytes()).await.map_err(|e| e.to_string())?;
+            workers.push(Worker { child, stdin, lines: BufReader::new(stdout).lines() });
+        }
+        let mut ready = Ready { start_us: u64::MAX, ..Default::default() };
+        for w in workers.iter_mut() {
+            let r: Ready = w.recv().await?;
+            ready.ok += r.ok;
+            ready.failed += r.failed;
+            ready.start_us = ready.start_us.min(r.start_us);
+            ready.end_us = ready.end_us.max(r.end_us);
+            for e in r.errors {
+                if ready.errors.len() < 5 {
+                    ready.errors.push(e);
+                }
+            }
+        }
+        Ok(Pool { workers, ready })
+    }
+
+    async fn stats(&mut self) -> Result<Stats, String> {
+        let mut s = Stats::default();
+        for w in self.workers.iter_mut() {
+            w.send(&Cmd::Stats).await?;
+        }
+        for w in self.workers.iter_mut() {
+            let r: Stats = w.recv().await?;
+            s.frames += r.frames;
+            s.converged += r.converged;
+            s.closed += r.closed;
+        }
+        Ok(s)
+    }
+
+    async fn mark(&mut self) -> Result<(), String> {
+        for w in self.workers.iter_mut() {
+            w.send(&Cmd::Mark).await?;
+        }
+        for w in self.workers.iter_mut() {
+            let _: Stats = w.recv().await?;
+        }
+        Ok(())
+    }
+
+    async fn report(&mut self, changes: &[Change]) -> Result<Report, String> {
+        for w in self.workers.iter_mut() {
+            w.send(&Cmd::Report { changes: changes.to_vec() }).await?;
+        }
+        let mut all = Report::default();
+        for w in self.workers.iter_mut() {
+            let r: Report = w.recv().await?;
+            all.latencies_us.extend(r.latencies_us);
+            all.missing += r.missing;
+            all.frames_total += r.frames_total;
+            all.frames_since_mark.extend(r.frames_since_mark);
+            all.converged_at_us.extend(r.converged_at_us);
+            all.closed += r.closed;
+            all.seq_gaps += r.seq_gaps;
+            all.snapshots += r.snapshots;
+            for e in r.close_reasons {
+                if all.close_reasons.len() < 5 {
+                    all.close_reasons.push(e);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Wait until no frame arrived for `quiet_ms` (connect-time broadcasts have drained).
+    async fn quiet(&mut self, c: &Common) -> Result<f64, String> {
+        let t0 = Instant::now();
+        let mut last = self.stats().await?.frames;
+        loop {
+            tokio::time::sleep(Duration::from_millis(c.quiet_ms)).await;
+            let now = self.stats().await?.frames;
+            if now == last || t0.elapsed() > Duration::from_secs(c.quiet_max_secs) {
+                return Ok(t0.elapsed().as_secs_f64());
+            }
+            last = now;
+        }
+    }
+
+    async fn exit(mut self) {
+        for w in self.workers.iter_mut() {
+            let _ = w.send(&Cmd::Exit).await;
+        }
+        for mut w in self.workers {
+            drop(w.stdin);
+            let _ = tokio::time::timeout(Duration::from_secs(30), w.child.wait()).await;
+        }
+    }
+
+    fn connect_fields(&self) -> Vec<(&'static str, Value)> {
+        let secs = self.ready.end_us.saturating_sub(self.ready.start_us) as f64 / 1e6;
+        vec![
+            ("connected", json!(self.ready.ok)),
+            ("connect_failed", json!(self.ready.failed)),
+            ("connect_errors", json!(self.ready.errors)),
+            ("connect_seconds", json!((secs * 100.0).round() / 100.0)),
+            ("connects_per_s", json!((self.ready.ok as f64 / secs.max(1e-6)).round())),
+            ("workers", json!(self.workers.len())),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------- hold
+
+async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
+    let target = Target::new(&c.url, c.mode);
+    let (specs, users, login_secs) = watcher_specs(&c, n).await?;
+    let rss0 = c.server_pid.and_then(rss_kib);
+    let mut pool = Pool::start(&c, &target, specs, "", None).await?;
+    let rss1 = c.server_pid.and_then(rss_kib);
+    tokio::time::sleep(Duration::from_secs(hold_secs)).await;
+    let rss2 = c.server_pid.and_then(rss_kib);
+    let st = pool.stats().await?;
+    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if pool.ready.ok > 0 => json!(((b as f64 - a as f64) * 1024.0 / pool.ready.ok as f64).round()),
+        _ => Value::Null,
+    };
+    let mut f = vec![
+        ("url", json!(c.url)),
+        ("mode", json!(c.mode)),
+        ("sockets", json!(n)),
+        ("users", json!(users)),
+        ("login_seconds", json!((login_secs * 100.0).round() / 100.0)),
+    ];
+    f.extend(pool.connect_fields());
+    f.extend([
+        ("closed_during_hold", json!(st.closed)),
+        ("frames_received", json!(st.frames)),
+        ("server_rss_kib_before", json!(rss0)),
+        ("server_rss_kib_connected", json!(rss1)),
+        ("server_rss_kib_after_hold", json!(rss2)),
+        ("rss_bytes_per_socket", per(rss0, rss1)),
+        ("rss_bytes_per_socket_after_hold", per(rss0, rss2)),
+    ]);
+    emit("hold", f);
+    pool.exit().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- fanout
+
+/// The client causing changes: a socket of the trigger user (opened/closed), or for the
+/// floor one socket that broadcasts tutorial-shaped frames.
+async fn open_drained(target: &Target, cookie: Option<&str>) -> Result<futures_util::stream::SplitSink<ws::Ws, Message>, String> {
+    let ws = ws::connect(target, cookie, None).await?;
+    let (sink, mut stream) = ws.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    Ok(sink)
+}
+
+fn latency_fields(r: &Report, expected: u64) -> Vec<(&'static str, Value)> {
+    let mut l = r.latencies_us.clone();
+    l.sort_unstable();
+    vec![
+        ("deliveries", json!(l.len())),
+        ("expected_deliveries", json!(expected)),
+        ("missing", json!(r.missing)),
+        ("p50_ms", json!(ms(pct(&l, 50.0)))),
+        ("p90_ms", json!(ms(pct(&l, 90.0)))),
+        ("p99_ms", json!(ms(pct(&l, 99.0)))),
+        ("max_ms", json!(ms(l.last().copied().unwrap_or(0)))),
+        ("closed_sockets", json!(r.closed)),
+        ("close_reasons", json!(r.close_reasons)),
+        ("seq_gaps", json!(r.seq_gaps)),
+    ]
+}
+
+async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: u64) -> Result<(), String> {
+    let target = Target::new(&c.url, c.mode);
+    let (specs, users, login_secs) = watcher_specs(&c, n).await?;
+    let trigger = format!("{}{}", c.prefix, users);
+    let trig_cookie = if c.mode == Mode::Floor { None } else { Some(log_in_all(&c, users..users + 1).await?.remove(0)) };
+    let mut pool = Pool::start(&c, &target, specs, &trigger, None).await?;
+    let quiet_secs = pool.quiet(&c).await?;
+    let rss0 = c.server_pid.and_then(rss_kib);
+
+    let mut log: Vec<Change> = Vec::with_capacity(changes);
+    let mut floor_sink = if c.mode == Mode::Floor { Some(open_drained(&target, None).await?) } else { None };
+    let mut trig_sink = None;
+    for k in 0..changes {
+        let online = k % 2 == 0;
+        let t_us = now_us();
+        if let Some(sink) = floor_sink.as_mut() {
+            let frame = json!({"username": trigger, "is_logged_in": online, "seq": k, "sent_us": t_us});
+            sink.send(Message::text(frame.to_string())).await.map_err(|e| e.to_string())?;
+        } else if online {
+            trig_sink = Some(open_drained(&target, trig_cookie.as_deref()).await?);
+        } else if let Some(mut s) = trig_sink.take() {
+            let _ = s.send(Message::Close(None)).await;
+            let _ = s.close().await;
+        }
+        log.push(Change { t_us, online });
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+    }
+    if let Some(mut s) = trig_sink.take() {
+        let _ = s.close().await;
+    }
+    tokio::time::sleep(Duration::from_millis(tail_ms)).await;
+    let rss1 = c.server_pid.and_then(rss_kib);
+    let r = pool.report(&log).await?;
+    let mut f = vec![
+        ("url", json!(c.url)),
+        ("mode", json!(c.mode)),
+        ("watchers", json!(n)),
+        ("users", json!(users)),
+        ("changes", json!(changes)),
+        ("interval_ms", json!(interval_ms)),
+        ("login_seconds", json!((login_secs * 100.0).round() / 100.0)),
+    ];
+    f.extend(pool.connect_fields());
+    f.push(("settle_seconds", json!((quiet_secs * 100.0).round() / 100.0)));
+    f.extend(latency_fields(&r, (pool.ready.ok as usize * changes) as u64));
+    f.extend([("server_rss_kib_before", json!(rss0)), ("server_rss_kib_after", json!(rss1))]);
+    emit("fanout", f);
+    pool.exit().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- storm
+
+async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) -> Result<(), String> {
+    let target = Target::new(&c.url, c.mode);
+    let (specs, users, login_secs) = watcher_specs(&c, n).await?;
+    let range = StormRange { prefix: c.prefix.clone(), start: users as u64, count: m as u64 };
+    let t_login = Instant::now();
+    let storm_cookies: Vec<Option<String>> = if c.mode == Mode::Floor {
+        vec![None; m]
+    } else {
+        log_in_all(&c, users..users + m).await?.into_iter().map(Some).collect()
+    };
+    let storm_login_secs = t_login.elapsed().as_secs_f64();
+    let mut pool = Pool::start(&c, &target, specs, "", Some(range)).await?;
+    let quiet_secs = pool.quiet(&c).await?;
+    pool.mark().await?;
+
+    let t0 = Instant::now();
+    let storm_start_us = now_us();
+    let step = Duration::from_secs_f64(seconds.max(0.0) / m.max(1) as f64);
+    let mut opened = 0u64;
+    let mut open_errors = Vec::new();
+    let mut held = Vec::new();
+    if c.mode == Mode::Floor {
+        let mut sink = open_drained(&target, None).await?;
+        for i in 0..m {
+            tokio::time::sleep_until((t0 + step * i as u32).into()).await;
+            let frame = json!({"username": format!("{}{}", c.prefix, users + i), "is_logged_in": true});
+            sink.send(Message::text(frame.to_string())).await.map_err(|e| e.to_string())?;
+            opened += 1;
+        }
+        held.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(sink);
+            Ok::<_, String>(())
+        }));
+    } else {
+        let target = Arc::new(target.clone());
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        for (i, cookie) in storm_cookies.into_iter().enumerate() {
+            tokio::time::sleep_until((t0 + step * i as u32).into()).await;
+            let (target, done_tx) = (target.clone(), done_tx.clone());
+            let src = src_addr(i + 3, c.source_addrs);
+            tokio::spawn(async move {
+                match ws::connect(&target, cookie.as_deref(), src).await {
+                    Ok(ws) => {
+                        let (sink, mut stream) = ws.split();
+                        let _ = done_tx.send(Ok(()));
+                        while let Some(Ok(_)) = stream.next().await {}
+                        drop(sink);
+                    }
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e));
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        for _ in 0..m {
+            match done_rx.recv().await {
+                Some(Ok(())) => opened += 1,
+                Some(Err(e)) => {
+                    if open_errors.len() < 5 {
+                        open_errors.push(e)
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    let storm_end_us = now_us();
+    let deadline = Instant::now() + Duration::from_secs(settle_secs);
+    loop {
+        let s = pool.stats().await?;
+        if s.converged >= pool.ready.ok || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = pool.report(&[]).await?;
+    let mut conv: Vec<u64> =
+        r.converged_at_us.iter().flatten().map(|t| t.saturating_sub(storm_end_us)).collect();
+    conv.sort_unstable();
+    let not_converged = r.converged_at_us.iter().filter(|t| t.is_none()).count();
+    let mut frames = r.frames_since_mark.clone();
+    frames.sort_unstable();
+    let mean_frames = frames.iter().sum::<u64>() as f64 / frames.len().max(1) as f64;
+    let mut f = vec![
+        ("url", json!(c.url)),
+        ("mode", json!(c.mode)),
+        ("watchers", json!(n)),
+        ("users", json!(users)),
+        ("logins", json!(m)),
+        ("storm_seconds_requested", json!(seconds)),
+        ("login_seconds", json!(((login_secs + storm_login_secs) * 100.0).round() / 100.0)),
+    ];
+    f.extend(pool.connect_fields());
+    f.extend([
+        ("settle_seconds", json!((quiet_secs * 100.0).round() / 100.0)),
+        ("storm_opened", json!(opened)),
+        ("storm_open_errors", json!(open_errors)),
+        ("storm_seconds_actual", json!(ms(storm_end_us - storm_start_us) / 1000.0)),
+        ("converged", json!(conv.len())),
+        ("not_converged", json!(not_converged)),
+        ("converge_after_storm_p50_ms", json!(ms(pct(&conv, 50.0)))),
+        ("converge_after_storm_p99_ms", json!(ms(pct(&conv, 99.0)))),
+        ("converge_after_storm_max_ms", json!(ms(conv.last().copied().unwrap_or(0)))),
+        ("frames_per_watcher_mean", json!((mean_frames * 10.0).round() / 10.0)),
+        ("frames_per_watcher_max", json!(frames.last().copied().unwrap_or(0))),
+        ("closed_sockets", json!(r.closed)),
+        ("close_reasons", json!(r.close_reasons)),
+        ("seq_gaps", json!(r.seq_gaps)),
+        ("snapshots", json!(r.snapshots)),
+    ]);
+    emit("storm", f);
+    pool.exit().await;
+    for h in held {
+        h.abort();
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- list
+
+async fn list(c: Common, requests: usize, concurrency: usize, path: &str) -> Result<(), String> {
+    let b = base(&c.url);
+    let cookie = log_in_all(&c, 0..1).await?.remove(0);
+    let client = http::client(None);
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let cpu0 = c.server_pid.and_then(cpu_secs);
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let (sem, client, url, cookie) = (sem.clone(), client.clone(), format!("{b}{path}"), cookie.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await.expect("sem");
+            let t = Instant::now();
+            let resp = client.get(&url).header(reqwest::header::COOKIE, cookie).send().await;
+            let out = match resp {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body = r.bytes().await.map(|b| b.len()).unwrap_or(0);
+                    Ok((status, body))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (t.elapsed().as_micros() as u64, out)
+        }));
+    }
+    let (mut ok, mut bad, mut errors, mut lat, mut bytes) = (0u64, 0u64, Vec::new(), Vec::new(), 0usize);
+    for t in tasks {
+        let (us, out) = t.await.map_err(|e| e.to_string())?;
+        lat.push(us);
+        match out {
+            Ok((200, n)) => {
+                ok += 1;
+                bytes = n;
+            }
+            Ok((s, _)) => {
+                bad += 1;
+                if errors.len() < 5 {
+                    errors.push(format!("status {s}"));
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                if errors.len() < 5 {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = c.server_pid.and_then(cpu_secs);
+    lat.sort_unstable();
+    emit(
+        "list",
+        vec![
+            ("url", json!(c.url)),
+            ("path", json!(path)),
+            ("requests", json!(requests)),
+            ("concurrency", json!(concurrency)),
+            ("ok", json!(ok)),
+            ("failed", json!(bad)),
+            ("errors", json!(errors)),
+            ("body_bytes", json!(bytes)),
+            ("seconds", json!((secs * 100.0).round() / 100.0)),
+            ("requests_per_s", json!((ok as f64 / secs).round())),
+            ("p50_ms", json!(ms(pct(&lat, 50.0)))),
+            ("p99_ms", json!(ms(pct(&lat, 99.0)))),
+            ("server_cpu_seconds", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 100.0).round() / 100.0))),
+            ("server_cpu_ms_per_request", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 1e5 / ok.max(1) as f64).round() / 100.0))),
+        ],
+    );
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! The hidden `worker` subcommand: one process holding a share of the watcher sockets.
+//!
+//! The orchestrator writes one JSON [`WorkerInit`] line on the worker's stdin; the worker
+//! opens its sockets, prints one JSON [`Ready`] line, then answers [`Cmd`] lines, one JSON
+//! line each. A process can hold ~19,000 sockets (open-file limit 20,000), so N sockets are
+//! spread over several workers and over loopback source addresses.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::ws::{self, now_us, Frame, Parsed, Target};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SockSpec {
+    pub cookie: Option<String>,
+    pub src: Option<IpAddr>,
+}
+
+/// Users `{prefix}{start}` .. `{prefix}{start+count-1}` whose final state is Online.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StormRange {
+    pub prefix: String,
+    pub start: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerInit {
+    pub target: Target,
+    pub sockets: Vec<SockSpec>,
+    pub connect_concurrency: usize,
+    pub trigger_user: String,
+    pub storm: Option<StormRange>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Change {
+    pub t_us: u64,
+    pub online: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Cmd {
+    /// Light counters (frames so far, watchers converged, sockets closed).
+    Stats,
+    /// Remember every socket's frame count (start of a storm).
+    Mark,
+    /// Full results; latencies are matched against `changes`.
+    Report { changes: Vec<Change> },
+    Exit,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Ready {
+    pub ok: u64,
+    pub failed: u64,
+    pub errors: Vec<String>,
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub frames: u64,
+    pub converged: u64,
+    pub closed: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// One per (watcher, change) delivered, in µs.
+    pub latencies_us: Vec<u64>,
+    pub missing: u64,
+    pub frames_total: u64,
+    /// Per watcher: frames since the last `mark`.
+    pub frames_since_mark: Vec<u64>,
+    /// Per watcher: when it first held the exact final storm state (and kept it), µs since epoch.
+    pub converged_at_us: Vec<Option<u64>>,
+    pub closed: u64,
+    pub close_reasons: Vec<String>,
+    pub seq_gaps: u64,
+    pub snapshots: u64,
+}
+
+#[derive(Default)]
+struct SockState {
+    frames: u64,
+    mark: u64,
+    /// (receive time, online) of every frame about the trigger user.
+    trig: Vec<(u64, bool)>,
+    bits: Vec<u64>,
+    count: u64,
+    converged_at: Option<u64>,
+    last_seq: Option<u64>,
+    seq_gaps: u64,
+    snapshots: u64,
+    closed: Option<String>,
+}
+
+struct Ctx {
+    trigger: String,
+    storm: Option<StormRange>,
+}
+
+impl Ctx {
+    fn storm_index(&self, name: &str) -> Option<usize> {
+        let s = self.storm.as_ref()?;
+        let n: u64 = name.strip_prefix(s.prefix.as_str())?.parse().ok()?;
+        (n >= s.start && n < s.start + s.count).then(|| (n - s.start) as usize)
+    }
+
+    fn set(&self, st: &mut SockState, name: &str, online: bool) {
+        let Some(i) = self.storm_index(name) else { return };
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        let was = st.bits[w] & b != 0;
+        if online && !was {
+            st.bits[w] |= b;
+            st.count += 1;
+        } else if !online && was {
+            st.bits[w] &= !b;
+            st.count -= 1;
+        }
+    }
+
+    fn on_text(&self, st: &mut SockState, text: &str, recv: u64) {
+        st.frames += 1;
+        let Ok(frame) = serde_json::from_str::<Frame>(text) else { return };
+        match frame.parsed() {
+            Parsed::Snapshot { seq, online } => {
+                st.snapshots += 1;
+                st.last_seq = Some(seq);
+                st.bits.iter_mut().for_each(|w| *w = 0);
+                st.count = 0;
+                for name in online {
+                    if name == self.trigger {
+                        st.trig.push((recv, true));
+                    }
+                    self.set(st, name, true);
+                }
+            }
+            Parsed::Changes { seq, changes } => {
+                if let Some(seq) = seq {
+                    if let Some(last) = st.last_seq {
+                        if seq != last + 1 {
+                            st.seq_gaps += 1;
+                        }
+                    }
+                    st.last_seq = Some(seq);
+                }
+                for c in changes {
+                    if c.username == self.trigger {
+                        st.trig.push((recv, c.online));
+                    }
+                    self.set(st, c.username, c.online);
+                }
+            }
+            Parsed::Other => {}
+        }
+        if let Some(s) = &self.storm {
+            if st.count == s.count {
+                st.converged_at.get_or_insert(recv);
+            } else {
+                st.converged_at = None;
+            }
+        }
+    }
+}
+
+fn out_line<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string(v).expect("json");
+    s.push('\n');
+    s
+}
+
+pub fn run() -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(run_async())
+}
+
+async fn run_async() -> Result<(), String> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let init: WorkerInit = match lines.next_line().await.map_err(|e| e.to_string())? {
+        Some(l) => serde_json::from_str(&l).map_err(|e| format!("init: {e}"))?,
+        None => return Ok(()),
+    };
+    let words = init.storm.as_ref().map(|s| s.count.div_ceil(64) as usize).unwrap_or(0);
+    let states: Arc<Vec<Mutex<SockState>>> = Arc::new(
+        (0..init.sockets.len())
+            .map(|_| Mutex::new(SockState { bits: vec![0; words], ..Default::default() }))
+            .collect(),
+    );
+    let ctx = Arc::new(Ctx { trigger: init.trigger_user.clone(), storm: init.storm.clone() });
+    let target = Arc::new(init.target.clone());
+
+    // Connect everything, bounded concurrency.
+    let sem = Arc::new(Semaphore::new(init.connect_concurrency.max(1)));
+    let start_us = now_us();
+    let mut tasks = Vec::with_capacity(init.sockets.len());
+    for (i, spec) in init.sockets.iter().cloned().enumerate() {
+        let sem = sem.clone();
+        let target = target.clone();
+        let states = states.clone();
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.expect("semaphore");
+            let ws = ws::connect(&target, spec.cookie.as_deref(), spec.src).await;
+            drop(permit);
+            let mut ws = ws?;
+            tokio::spawn(async move {
+                let reason = loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) => {
+                            let recv = now_us();
+                            let mut st = states[i].lock().expect("state");
+                            ctx.on_text(&mut st, t.as_str(), recv);
+                        }
+                        Some(Ok(Message::Close(f))) => {
+                            break f.map(|f| format!("close {} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "close".into())
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break format!("error: {e}"),
+                        None => break "eof".into(),
+                    }
+                };
+                states[i].lock().expect("state").closed = Some(reason);
+            });
+            Ok::<(), String>(())
+        }));
+    }
+    let mut ready = Ready { start_us, ..Default::default() };
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => ready.ok += 1,
+            Ok(Err(e)) => {
+                ready.failed += 1;
+                if ready.errors.len() < 5 {
+                    ready.errors.push(e);
+                }
+            }
+            Err(e) => {
+                ready.failed += 1;
+                ready.errors.push(e.to_string());
+            }
+        }
+    }
+    ready.end_us = now_us();
+    stdout.write_all(out_line(&ready).as_bytes()).await.map_err(|e| e.to_string())?;
+    stdout.flush().await.map_err(|e| e.to_string())?;
+
+    while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        let cmd: Cmd = serde_json::from_str(&line).map_err(|e| format!("cmd: {e}"))?;
+        let reply = match cmd {
+            Cmd::Exit => break,
+            Cmd::Stats => {
+                let mut s = Stats::default();
+                for st in states.iter() {
+                    let st = st.lock().expect("state");
+                    s.frames += st.frames;
+                    s.converged += u64::from(st.converged_at.is_some());
+                    s.closed += u64::from(st.closed.is_some());
+                }
+                out_line(&s)
+            }
+            Cmd::Mark => {
+                for st in states.iter() {
+                    let mut st = st.lock().expect("state");
+                    st.mark = st.frames;
+                }
+                out_line(&Stats::default())
+            }
+            Cmd::Report { changes } => out_line(&report(&states, &changes)),
+        };
+        stdout.write_all(reply.as_bytes()).await.map_err(|e| e.to_string())?;
+        stdout.flush().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn report(states: &[Mutex<SockState>], changes: &[Change]) -> Report {
+    let mut r = Report::default();
+    for st in states {
+        let st = st.lock().expect("state");
+        r.frames_total += st.frames;
+        r.frames_since_mark.push(st.frames - st.mark);
+        r.converged_at_us.push(st.converged_at);
+        r.seq_gaps += st.seq_gaps;
+        r.snapshots += st.snapshots;
+        if let Some(reason) = &st.closed {
+            r.closed += 1;
+            if r.close_reasons.len() < 5 {
+                r.close_reasons.push(reason.clone());
+            }
+        }
+        // Change k is delivered by the first frame about the trigger with the same state
+        // received in [t_k, t_{k+2}) (t_{k+1} has the opposite state).
+        for (k, c) in changes.iter().enumerate() {
+            let end = changes.get(k + 2).map(|c| c.t_us).unwrap_or(u64::MAX);
+            match st.trig.iter().find(|(t, on)| *t >= c.t_us && *t < end && *on == c.online) {
+                Some((t, _)) => r.latencies_us.push(t - c.t_us),
+                None => r.missing += 1,
+            }
+        }
+    }
+    r
+}
