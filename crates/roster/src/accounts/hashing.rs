@@ -9,10 +9,13 @@
 //! Argon2 never runs on the async runtime. Depends on no HTTP, database or logging; nothing here
 //! logs, displays or returns a raw password.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use argon2::password_hash::{self, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use argon2::password_hash::{self, Output, PasswordHash, Salt, SaltString};
+use argon2::password_hash::ParamsString;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -69,22 +72,75 @@ fn current_params() -> Result<Params, password_hash::Error> {
     )?)
 }
 
-fn hasher() -> Result<Argon2<'static>, password_hash::Error> {
-    Ok(Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        current_params()?,
-    ))
-}
 
 /// Hash `raw` with Argon2id and a fresh random salt. Blocking: ~tens of ms of CPU and 19 MiB.
 pub fn hash_blocking(raw: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let argon2 = hasher().map_err(HashError::Argon2)?;
-    let hash = argon2
-        .hash_password(raw.as_bytes(), &salt)
+    let params = current_params().map_err(HashError::Argon2)?;
+    let hash = argon2_phc(Algorithm::Argon2id, Version::V0x13, &params, raw.as_bytes(), salt.as_salt())
         .map_err(HashError::Argon2)?;
     Ok(hash.to_string())
+}
+
+/// Argon2 working memory (`m_cost` KiB per hash) kept for reuse. Letting the argon2 crate
+/// allocate and free 19 MiB per hash made glibc keep those buffers in per-thread arenas: RSS
+/// reached ~1 GB after 80 sign-ups. At most [`hash_slots`] buffers are kept, one per hash that
+/// may run at once.
+static WORK_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// How many Argon2 computations may run at once (the async wrappers wait for a slot): one per
+/// core, so a log-in storm queues instead of running hundreds of 19 MiB hashes side by side.
+fn hash_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| Semaphore::new(hash_slots_count()))
+}
+
+/// Runs `f` with `count` blocks of working memory from the pool (or fresh, if none fits).
+fn with_work_memory<R>(count: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+    let reused = WORK_MEMORY.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    let mut blocks = match reused {
+        Some(b) if b.len() == count => b,
+        _ => vec![Block::default(); count],
+    };
+    let result = f(&mut blocks);
+    let mut pool = WORK_MEMORY.lock().unwrap_or_else(PoisonError::into_inner);
+    let keep = current_params().is_ok_and(|p| p.block_count() == count) && pool.len() < hash_slots_count();
+    if keep {
+        pool.push(blocks);
+    }
+    result
+}
+
+/// One hash slot per core.
+fn hash_slots_count() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+/// The PHC hash of `raw` with `salt`, computed in pooled working memory (what
+/// `PasswordHasher::hash_password` computes, without its per-call allocation).
+fn argon2_phc<'a>(
+    algorithm: Algorithm,
+    version: Version,
+    params: &Params,
+    raw: &[u8],
+    salt: Salt<'a>,
+) -> Result<PasswordHash<'a>, password_hash::Error> {
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+    let salt_bytes = salt.decode_b64(&mut salt_buf)?;
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = with_work_memory(params.block_count(), |blocks| {
+        Output::init_with(len, |out| {
+            argon2.hash_password_into_with_memory(raw, salt_bytes, out, blocks).map_err(password_hash::Error::from)
+        })
+    })?;
+    Ok(PasswordHash {
+        algorithm: algorithm.ident(),
+        version: Some(version.into()),
+        params: ParamsString::try_from(params)?,
+        salt: Some(salt),
+        hash: Some(output),
+    })
 }
 
 /// Check `raw` against a stored hash. Blocking. Never panics, whatever `stored` holds.
@@ -146,11 +202,17 @@ fn verify_argon2(raw: &str, stored: &str) -> (Verification, bool) {
     else {
         return (Verification::Malformed, false);
     };
-    let Ok(argon2) = hasher() else {
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
         return (Verification::Malformed, false);
     };
-    // The verifier takes algorithm, version and parameters from the stored hash.
-    match argon2.verify_password(raw.as_bytes(), &hash) {
+    // Recompute with the stored hash's algorithm, version, parameters and salt; `Output`
+    // compares in constant time.
+    let verdict = match argon2_phc(algorithm, version, &params, raw.as_bytes(), salt) {
+        Ok(computed) if computed.hash == Some(expected) => Ok(()),
+        Ok(_) => Err(password_hash::Error::Password),
+        Err(e) => Err(e),
+    };
+    match verdict {
         Ok(()) => {
             let current = algorithm == Algorithm::Argon2id
                 && version == Version::V0x13
@@ -230,10 +292,8 @@ fn dummy_hash() -> Option<&'static str> {
     DUMMY
         .get_or_init(|| {
             let salt = SaltString::encode_b64(b"roster-dummy-salt").ok()?;
-            let hash = hasher()
-                .ok()?
-                .hash_password(b"not a real password", &salt)
-                .ok()?;
+            let params = current_params().ok()?;
+            let hash = argon2_phc(Algorithm::Argon2id, Version::V0x13, &params, b"not a real password", salt.as_salt()).ok()?;
             Some(hash.to_string())
         })
         .as_deref()
@@ -247,25 +307,21 @@ fn dummy_verify_blocking() {
 
 /// Hash a validated new password with Argon2id on the blocking pool.
 pub async fn hash_password(password: NewPassword) -> Result<String, HashError> {
-    tokio::task::spawn_blocking(move || hash_blocking(password.expose_secret()))
-        .await
-        .map_err(|_| HashError::Task)?
+    on_hash_slot(move || hash_blocking(password.expose_secret())).await.ok_or(HashError::Task)?
 }
 
 /// Re-hash, with current Argon2id parameters, a password that [`verify_password`] just found
 /// `Valid { needs_rehash: true }`. It takes the raw string because an old password need not
 /// pass today's validators (so no [`NewPassword`] exists for it); use it for nothing else.
 pub async fn rehash_password(raw: String) -> Result<String, HashError> {
-    tokio::task::spawn_blocking(move || hash_blocking(&raw))
-        .await
-        .map_err(|_| HashError::Task)?
+    on_hash_slot(move || hash_blocking(&raw)).await.ok_or(HashError::Task)?
 }
 
 /// Check a log-in attempt against a stored hash on the blocking pool. When the stored hash is
 /// unusable or malformed, it still spends one Argon2 verification, so the response time does
 /// not tell those accounts apart. Fails closed: if the task does not complete, `Invalid`.
 pub async fn verify_password(raw: String, stored: String) -> Verification {
-    tokio::task::spawn_blocking(move || {
+    on_hash_slot(move || {
         let (outcome, worked) = verify_inner(&raw, &stored);
         if !worked {
             dummy_verify_blocking();
@@ -279,12 +335,33 @@ pub async fn verify_password(raw: String, stored: String) -> Verification {
 /// Spend the time of one Argon2id verification, on the blocking pool. Call it when the
 /// username does not exist, so timing does not reveal which accounts exist.
 pub async fn dummy_verify() {
-    let _ = tokio::task::spawn_blocking(dummy_verify_blocking).await;
+    let _ = on_hash_slot(dummy_verify_blocking).await;
+}
+
+/// Runs Argon2 work `f` on the blocking pool once one of the [`hash_slots`] is free. `None` if
+/// the task failed.
+async fn on_hash_slot<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    let _slot = hash_slots().acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::PasswordHasher;
+
+    #[test]
+    fn pooled_memory_hash_equals_the_crates_own() {
+        let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+        let params = current_params().expect("params");
+        let ours = argon2_phc(Algorithm::Argon2id, Version::V0x13, &params, b"pw-1", salt.as_salt()).expect("ours");
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"pw-1", &salt).expect("theirs");
+        assert_eq!(ours.to_string(), theirs.to_string());
+        // Twice, so the second run reuses pooled memory left dirty by the first.
+        let again = argon2_phc(Algorithm::Argon2id, Version::V0x13, &current_params().expect("p"), b"pw-1", salt.as_salt()).expect("again");
+        assert_eq!(again.to_string(), theirs.to_string());
+        assert!(WORK_MEMORY.lock().expect("pool").len() <= hash_slots_count());
+    }
 
     const PASSWORD: &str = "correct horse battery staple";
 

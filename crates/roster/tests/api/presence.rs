@@ -193,7 +193,12 @@ async fn refused_handshakes_and_client_frames_change_nothing() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
-    let server = TestServer::start_with(&["--tick", "0s", "--send-queue", "32", "--tcp-send-buffer", "16384"]).await;
+    let server = TestServer::start_with(&[
+        "--tick", "0s", "--send-queue", "32", "--tcp-send-buffer", "16384",
+        // The stalled reader must outlive the burst however slow the machine is: this test is
+        // about the queue, not the liveness deadline (tested on its own).
+        "--ping-interval", "600s",
+    ]).await;
     let alice = user_browser(&server, "alice").await;
     // Long names make frames big, so the slow socket's kernel buffers fill quickly.
     let names: Vec<String> = (0..10).map(|i| format!("{}{i}", "u".repeat(140))).collect();
