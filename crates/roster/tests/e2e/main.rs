@@ -301,9 +301,10 @@ async fn form_errors_are_shown_next_to_the_right_field() {
     b.close().await;
 }
 
-/// The console check is not vacuous: a CSP violation in the page is seen.
+/// The console check is not vacuous: a CSP violation and a console error are seen; error pages
+/// make no favicon noise.
 #[tokio::test]
-async fn the_console_check_sees_a_csp_violation() {
+async fn the_console_check_sees_csp_violations_and_errors() {
     let server = TestServer::start().await;
     let base = base(&server);
     let driver = Driver::start().await;
@@ -327,6 +328,19 @@ async fn the_console_check_sees_a_csp_violation() {
     assert!(!seen.is_empty());
     let ran = b.js("return window.__inline === 1;", vec![]).await;
     assert_eq!(ran, json!(false), "the CSP blocked the inline script");
+
+    // Console errors are seen too.
+    b.js("console.error('e2e probe');", vec![]).await;
+    let entries = b.console().await;
+    assert!(entries.iter().any(|e| e.level == "SEVERE" && e.message.contains("e2e probe")), "{entries:?}");
+
+    // An error page: its own 404 is logged, but no favicon request fails.
+    b.goto(&format!("{base}/no-such-page/")).await;
+    let h1 = b.js("return document.querySelector('h1').textContent;", vec![]).await;
+    assert_eq!(h1, json!("Not found"));
+    let entries = b.console().await;
+    assert!(entries.iter().any(|e| e.message.contains("404")), "the page's own 404 is logged: {entries:?}");
+    assert!(!entries.iter().any(|e| e.message.contains("favicon")), "favicon noise: {entries:?}");
     b.close().await;
 }
 
