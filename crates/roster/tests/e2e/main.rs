@@ -240,6 +240,7 @@ async fn field_errors(b: &Browser, field: &str) -> Vec<String> {
     serde_json::from_value(v).expect("a list of errors")
 }
 
+/// Sign-up and log-in errors, each where the person looks for it; then the console self-test.
 #[tokio::test]
 async fn form_errors_are_shown_next_to_the_right_field() {
     let server = TestServer::start().await;
@@ -298,17 +299,13 @@ async fn form_errors_are_shown_next_to_the_right_field() {
     );
 
     b.assert_clean_console().await;
+    console_check_self_test(&b, &base).await;
     b.close().await;
 }
 
 /// The console check is not vacuous: a CSP violation and a console error are seen; error pages
-/// make no favicon noise.
-#[tokio::test]
-async fn the_console_check_sees_csp_violations_and_errors() {
-    let server = TestServer::start().await;
-    let base = base(&server);
-    let driver = Driver::start().await;
-    let b = driver.browser("B").await;
+/// make no favicon noise. Run it last in a browser: it leaves problems in its console.
+async fn console_check_self_test(b: &Browser, base: &str) {
     b.goto(&format!("{base}/log_in/")).await;
     b.assert_clean_console().await;
     b.js(
@@ -341,7 +338,6 @@ async fn the_console_check_sees_csp_violations_and_errors() {
     let entries = b.console().await;
     assert!(entries.iter().any(|e| e.message.contains("404")), "the page's own 404 is logged: {entries:?}");
     assert!(!entries.iter().any(|e| e.message.contains("favicon")), "favicon noise: {entries:?}");
-    b.close().await;
 }
 
 /// PNGs of each page state at a phone and a desktop size, under `target/e2e/`.
