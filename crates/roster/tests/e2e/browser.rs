@@ -100,6 +100,9 @@ pub struct Driver {
     child: Child,
     pub url: String,
     chromium: PathBuf,
+    /// The browsers' profiles, removed after the group is killed (a live Chromium would
+    /// write into a removed profile and leave it behind).
+    profiles: std::sync::Mutex<Vec<tempfile::TempDir>>,
 }
 
 impl Driver {
@@ -130,7 +133,7 @@ impl Driver {
                     break;
                 }
                 if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return Driver { child, url: format!("http://{addr}"), chromium };
+                    return Driver { child, url: format!("http://{addr}"), chromium, profiles: Default::default() };
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -167,7 +170,8 @@ impl Driver {
                 })
             }
         };
-        Browser { client, name: name.to_owned(), _profile: profile }
+        self.profiles.lock().expect("profiles").push(profile);
+        Browser { client, name: name.to_owned() }
     }
 }
 
@@ -179,6 +183,7 @@ fn kill_group(child: &mut Child) {
 impl Drop for Driver {
     fn drop(&mut self) {
         kill_group(&mut self.child);
+        self.profiles.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -214,7 +219,6 @@ impl LogEntry {
 pub struct Browser {
     pub client: Client,
     pub name: String,
-    _profile: tempfile::TempDir,
 }
 
 impl Browser {
