@@ -48,6 +48,9 @@ impl ErrorPage<'_> {
     pub fn css(&self) -> &'static str {
         assets::url("style.css")
     }
+    pub fn icon(&self) -> &'static str {
+        assets::url("favicon.svg")
+    }
 }
 
 #[derive(Template)]
