@@ -58,7 +58,7 @@ L.append(f"- Open-file limit per process: {sh('sh', '-c', 'ulimit -n')}")
 L.append(f"- {sh('rustc', '--version')}; bench commit `{sh('git', '-C', str(root), 'rev-parse', '--short', 'HEAD')}`")
 rb = os.environ.get("ROSTER_BIN", "")
 L.append(f"- Roster binary: `{rb}` ({sh(rb, '--version') if rb else '?'}){'; ' + os.environ.get('ROSTER_NOTE', '') if os.environ.get('ROSTER_NOTE') else ''}")
-L.append(f"- Roster ran with `MALLOC_MMAP_THRESHOLD_=131072`: {os.environ.get('ROSTER_MALLOC_FIX', '1') == '1'} (see bench/run)")
+L.append(f"- Roster ran with `MALLOC_MMAP_THRESHOLD_=131072`: {os.environ.get('ROSTER_MALLOC_FIX', '0') == '1'} (see bench/run)")
 L.append(f"- Django peer: Python {platform.python_version()}; {peer or '?'}; {sh('redis-server', '--version')[:40]}\n")
 
 rows = [
