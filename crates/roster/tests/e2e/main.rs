@@ -78,10 +78,7 @@ async fn tutorial_a_sees_b_log_in_and_out_without_reloading() {
     a.assert_not_reloaded().await;
     assert_eq!(a.connection().await, "live");
 
-    a.assert_clean_console().await;
-    b.assert_clean_console().await;
-    a.close().await;
-    b.close().await;
+    finish([a, b]).await;
 }
 
 /// B signs up while A watches: B appears in A's list, and the registered count goes up.
@@ -112,10 +109,7 @@ async fn a_sees_b_sign_up_live() {
     a.wait_entry("bob", "Online").await;
     a.assert_not_reloaded().await;
 
-    a.assert_clean_console().await;
-    b.assert_clean_console().await;
-    a.close().await;
-    b.close().await;
+    finish([a, b]).await;
 }
 
 /// The server stops (SIGTERM, sockets closed with 1001): A's indicator shows it. While it is down
@@ -216,10 +210,7 @@ async fn closing_one_of_two_tabs_keeps_b_online() {
     a.wait_entry("bob", "Offline").await;
     a.assert_not_reloaded().await;
 
-    a.assert_clean_console().await;
-    b.assert_clean_console().await;
-    a.close().await;
-    b.close().await;
+    finish([a, b]).await;
 }
 
 /// The errors of the sign-up and log-in forms, shown next to the field they are about.
@@ -380,8 +371,16 @@ async fn screenshots_of_each_page() {
     for (size, w, h) in sizes {
         b.screenshot(&format!("log-in-error-{size}"), w, h).await;
     }
-    a.assert_clean_console().await;
-    b.assert_clean_console().await;
-    a.close().await;
-    b.close().await;
+    finish([a, b]).await;
+}
+
+/// The end of every two-browser scenario: neither console logged an error or a CSP violation;
+/// then both browsers close.
+async fn finish(browsers: [browser::Browser; 2]) {
+    for b in &browsers {
+        b.assert_clean_console().await;
+    }
+    for b in browsers {
+        b.close().await;
+    }
 }
