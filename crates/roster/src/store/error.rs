@@ -15,6 +15,9 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A result the database built (a JSON page of the list) did not have the expected shape.
+    #[error("unexpected data from the database")]
+    Decode(#[source] serde_json::Error),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -34,7 +34,7 @@ use sqlx::sqlite::{
 };
 
 pub use error::StoreError;
-pub use model::{ListQuery, NewUser, User};
+pub use model::{ListQuery, ListedUser, NewUser, User};
 
 /// Runs `$body` with `$pool` bound to the SQLite or the PostgreSQL pool. The body is compiled
 /// once per backend, so it must type-check against both.

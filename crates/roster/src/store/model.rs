@@ -62,6 +62,14 @@ impl std::fmt::Debug for NewUser<'_> {
     }
 }
 
+/// A user as the list shows them: no password hash, nothing the page does not need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedUser {
+    pub id: i64,
+    pub username: String,
+    pub last_seen: Option<i64>,
+}
+
 /// One page of the offline part of the user list.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ListQuery<'a> {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{json_ids, on_pool, sql_count, ListQuery, NewUser, Store, StoreError, User};
+use super::{json_ids, on_pool, sql_count, ListQuery, ListedUser, NewUser, Store, StoreError, User};
 
 /// The column list of [`User`], as a literal so it can be `concat!`ed into static SQL.
 macro_rules! user_columns {
@@ -39,10 +39,19 @@ fn list_sql(store: &Store, filter: ListFilter) -> String {
         ),
         ListFilter::Like => (indexed, " AND username_key LIKE $4 ESCAPE '\\'"),
     };
-    format!(
-        "SELECT {} FROM users{from_hint} WHERE {exclude}{narrow} ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3",
-        user_columns!()
-    )
+    let page = format!(
+        "SELECT id, username, last_seen FROM users{from_hint} WHERE {exclude}{narrow} \
+         ORDER BY last_seen DESC NULLS LAST, id LIMIT $2 OFFSET $3"
+    );
+    // The page comes back as ONE row holding a JSON array: sqlx-sqlite hands every row from its
+    // worker thread to the async task through a channel, and that hand-off, not SQLite, was
+    // most of the list page's CPU (BENCHMARKS.md). The caller restores the order.
+    match store {
+        Store::Sqlite(_) => format!("SELECT json_group_array(json_array(id, username, last_seen)) FROM ({page})"),
+        Store::Postgres(_) => format!(
+            "SELECT COALESCE(json_agg(json_build_array(id, username, last_seen)), '[]'::json)::text FROM ({page}) AS page"
+        ),
+    }
 }
 
 /// A prefix search matching fewer users than this reads the matches through the `username_key`
@@ -195,7 +204,7 @@ impl Store {
     /// With a prefix, an index-only probe counts up to [`NARROW_PREFIX_MATCHES`] matches first:
     /// few matches are read by `username_key` range and sorted, many are found by walking
     /// `users_last_seen_idx` (see the constant). Deep pages cost in proportion to their offset.
-    pub async fn list_users(&self, q: &ListQuery<'_>) -> Result<Vec<User>, StoreError> {
+    pub async fn list_users(&self, q: &ListQuery<'_>) -> Result<Vec<ListedUser>, StoreError> {
         let limit = sql_count(q.limit);
         let offset = sql_count(q.offset);
         let (filter, extra): (ListFilter, Vec<String>) = match q.prefix.filter(|p| !p.is_empty()) {
@@ -221,22 +230,32 @@ impl Store {
         };
         let sql = list_sql(self, filter);
         // $1 = the excluded ids, $2 = limit, $3 = offset, then the filter's own parameters.
-        Ok(match self {
+        let json: String = match self {
             Store::Sqlite(pool) => {
-                let mut query = sqlx::query_as::<_, User>(&sql).bind(json_ids(q.exclude)).bind(limit).bind(offset);
+                let mut query = sqlx::query_scalar(&sql).bind(json_ids(q.exclude)).bind(limit).bind(offset);
                 for value in &extra {
                     query = query.bind(value.as_str());
                 }
-                query.fetch_all(pool).await?
+                query.fetch_one(pool).await?
             }
             Store::Postgres(pool) => {
-                let mut query = sqlx::query_as::<_, User>(&sql).bind(q.exclude).bind(limit).bind(offset);
+                let mut query = sqlx::query_scalar(&sql).bind(q.exclude).bind(limit).bind(offset);
                 for value in &extra {
                     query = query.bind(value.as_str());
                 }
-                query.fetch_all(pool).await?
+                query.fetch_one(pool).await?
             }
-        })
+        };
+        let mut rows: Vec<(i64, String, Option<i64>)> =
+            serde_json::from_str(&json).map_err(StoreError::Decode)?;
+        // The list order: most recently seen first, never seen last, then id.
+        rows.sort_by(|a, b| match (a.2, b.2) {
+            (Some(x), Some(y)) => y.cmp(&x).then(a.0.cmp(&b.0)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.0.cmp(&b.0),
+        });
+        Ok(rows.into_iter().map(|(id, username, last_seen)| ListedUser { id, username, last_seen }).collect())
     }
 
     /// The users with these ids (unknown ids are skipped), ordered by id. For the online part
