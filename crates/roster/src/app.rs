@@ -61,7 +61,7 @@ impl Application {
         tasks.spawn(reconcile_accounts(store.clone(), hub.clone(), RECONCILE_EVERY, shutdown.clone()));
 
         let listener = TcpListener::bind(settings.bind).await?;
-        let state = AppState::new(store, hub, &settings, shutdown.clone());
+        let state = AppState::new(store, hub, &settings, shutdown.clone(), tasks.clone());
         Ok(Application {
             listener,
             tcp_send_buffer: settings.tcp_send_buffer as usize,
@@ -109,10 +109,16 @@ impl Application {
         self.shutdown.cancel();
         let _ = self.hub_task.await;
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.tasks.wait()).await.is_err() {
+            tracing::warn!("some sockets did not close within {SHUTDOWN_WAIT:?}; exiting anyway");
+        }
         result.map_err(Into::into)
     }
 }
+
+/// How long a shutdown waits for socket tasks to send their close frames (a peer that stopped
+/// reading cannot make it wait longer).
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the accounts of online users are checked against the store.
 const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);

@@ -79,7 +79,9 @@ pub async fn users_socket(
     let heartbeat = app.heartbeat;
     let shutdown = app.shutdown.clone();
     let user_id = me.user.id;
+    let in_flight = app.tasks.token();
     ws.on_upgrade(move |socket| async move {
+        let _in_flight = in_flight;
         tracing::info!(target: "roster::http", user_id, "WebSocket CONNECT /users/ [{peer}]");
         run(socket, connection, heartbeat, shutdown).await;
         tracing::info!(target: "roster::http", user_id, "WebSocket DISCONNECT /users/ [{peer}]");

@@ -28,6 +28,7 @@ use axum::routing::get;
 use axum::Router;
 use presence::Hub;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::accounts::Throttle;
@@ -49,6 +50,9 @@ pub struct Shared {
     pub heartbeat: Heartbeat,
     /// Cancelled when the server stops; socket loops select on it.
     pub shutdown: CancellationToken,
+    /// Socket tasks register here (axum does not wait for upgraded connections, axum#3003), so
+    /// a shutdown waits for their close frames to go out.
+    pub tasks: TaskTracker,
     allowed_origins: Vec<String>,
     /// Failed log-ins per account and per client address (locks internally, never across `.await`).
     throttle: Throttle,
@@ -62,8 +66,9 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, hub: Hub, settings: &ServeArgs, shutdown: CancellationToken) -> AppState {
+    pub fn new(store: Store, hub: Hub, settings: &ServeArgs, shutdown: CancellationToken, tasks: TaskTracker) -> AppState {
         AppState(Arc::new(Shared {
+            tasks,
             store,
             hub,
             heartbeat: Heartbeat { interval: settings.ping_interval, timeout: settings.ping_timeout },
