@@ -29,6 +29,13 @@ struct TestHub {
     offline: Arc<Recorder>,
 }
 
+impl TestHub {
+    /// A socket of user `id` in session `session`.
+    fn open(&self, id: i64, session_name: &str, protocol: Protocol) -> Connection {
+        self.hub.connect(user(id), session(session_name), protocol).unwrap()
+    }
+}
+
 fn start(grace_ms: u64, tick_ms: u64, capacity: usize) -> TestHub {
     let offline = Arc::new(Recorder::default());
     let shutdown = CancellationToken::new();
@@ -163,19 +170,13 @@ impl Client {
 #[tokio::test(start_paused = true)]
 async fn tutorial_watcher_sees_true_then_false_after_grace() {
     let t = start(5_000, 100, 1024);
-    let mut watcher = t
-        .hub
-        .connect(user(1), session("s1"), Protocol::Tutorial)
-        .unwrap();
+    let mut watcher = t.open(1, "s1", Protocol::Tutorial);
     assert_eq!(
         tutorial(&frame(&mut watcher, SOON).await),
         ("user1".into(), true)
     );
 
-    let other = t
-        .hub
-        .connect(user(2), session("s2"), Protocol::Tutorial)
-        .unwrap();
+    let other = t.open(2, "s2", Protocol::Tutorial);
     assert_eq!(
         tutorial(&frame(&mut watcher, SOON).await),
         ("user2".into(), true)
@@ -205,15 +206,9 @@ async fn tutorial_watcher_sees_true_then_false_after_grace() {
 #[tokio::test(start_paused = true)]
 async fn roster_v1_watcher_sees_snapshot_then_diffs() {
     let t = start(1_000, 100, 1024);
-    let _alice = t
-        .hub
-        .connect(user(5), session("a"), Protocol::Tutorial)
-        .unwrap();
+    let _alice = t.open(5, "a", Protocol::Tutorial);
     settle().await;
-    let mut w = t
-        .hub
-        .connect(user(1), session("w"), Protocol::RosterV1)
-        .unwrap();
+    let mut w = t.open(1, "w", Protocol::RosterV1);
     let mut client = Client::default();
     client.apply(&frame(&mut w, SOON).await); // snapshot
     assert_eq!(client.snapshots, 1);
@@ -221,10 +216,7 @@ async fn roster_v1_watcher_sees_snapshot_then_diffs() {
     while !client.online.contains_key(&1) {
         client.apply(&frame(&mut w, SOON).await);
     }
-    let bob = t
-        .hub
-        .connect(user(2), session("b"), Protocol::Tutorial)
-        .unwrap();
+    let bob = t.open(2, "b", Protocol::Tutorial);
     client.apply(&frame(&mut w, SOON).await);
     assert!(client.online.contains_key(&2));
     drop(bob);
@@ -243,18 +235,9 @@ async fn roster_v1_watcher_sees_snapshot_then_diffs() {
 #[tokio::test(start_paused = true)]
 async fn two_sockets_closing_one_sends_nothing() {
     let t = start(5_000, 100, 1024);
-    let mut w = t
-        .hub
-        .connect(user(1), session("w"), Protocol::Tutorial)
-        .unwrap();
-    let a = t
-        .hub
-        .connect(user(2), session("s"), Protocol::Tutorial)
-        .unwrap();
-    let _b = t
-        .hub
-        .connect(user(2), session("s"), Protocol::Tutorial)
-        .unwrap();
+    let mut w = t.open(1, "w", Protocol::Tutorial);
+    let a = t.open(2, "s", Protocol::Tutorial);
+    let _b = t.open(2, "s", Protocol::Tutorial);
     settle().await;
     tokio::time::advance(Duration::from_millis(200)).await;
     settle().await;
@@ -270,14 +253,8 @@ async fn two_sockets_closing_one_sends_nothing() {
 #[tokio::test(start_paused = true)]
 async fn reload_within_grace_sends_nothing() {
     let t = start(5_000, 100, 1024);
-    let mut w = t
-        .hub
-        .connect(user(1), session("w"), Protocol::RosterV1)
-        .unwrap();
-    let a = t
-        .hub
-        .connect(user(2), session("s"), Protocol::Tutorial)
-        .unwrap();
+    let mut w = t.open(1, "w", Protocol::RosterV1);
+    let a = t.open(2, "s", Protocol::Tutorial);
     tokio::time::advance(Duration::from_millis(200)).await;
     settle().await;
     let mut client = Client::default();
@@ -287,10 +264,7 @@ async fn reload_within_grace_sends_nothing() {
 
     drop(a);
     tokio::time::advance(Duration::from_secs(2)).await;
-    let _a2 = t
-        .hub
-        .connect(user(2), session("s"), Protocol::Tutorial)
-        .unwrap();
+    let _a2 = t.open(2, "s", Protocol::Tutorial);
     tokio::time::advance(Duration::from_secs(60)).await;
     settle().await;
     client.drain(&mut w);
@@ -301,22 +275,10 @@ async fn reload_within_grace_sends_nothing() {
 #[tokio::test(start_paused = true)]
 async fn close_session_closes_with_4001_and_goes_offline_at_once() {
     let t = start(5_000, 100, 1024);
-    let mut w = t
-        .hub
-        .connect(user(1), session("w"), Protocol::Tutorial)
-        .unwrap();
-    let mut s1 = t
-        .hub
-        .connect(user(2), session("phone"), Protocol::Tutorial)
-        .unwrap();
-    let mut s2 = t
-        .hub
-        .connect(user(2), session("phone"), Protocol::RosterV1)
-        .unwrap();
-    let mut other = t
-        .hub
-        .connect(user(2), session("laptop"), Protocol::Tutorial)
-        .unwrap();
+    let mut w = t.open(1, "w", Protocol::Tutorial);
+    let mut s1 = t.open(2, "phone", Protocol::Tutorial);
+    let mut s2 = t.open(2, "phone", Protocol::RosterV1);
+    let mut other = t.open(2, "laptop", Protocol::Tutorial);
     tokio::time::advance(Duration::from_millis(200)).await;
     settle().await;
     while w.try_next().is_some() {}
@@ -353,14 +315,8 @@ async fn close_session_closes_with_4001_and_goes_offline_at_once() {
 #[tokio::test(start_paused = true)]
 async fn log_out_during_grace_ends_it() {
     let t = start(5_000, 100, 1024);
-    let mut w = t
-        .hub
-        .connect(user(1), session("w"), Protocol::Tutorial)
-        .unwrap();
-    let s = t
-        .hub
-        .connect(user(2), session("s"), Protocol::Tutorial)
-        .unwrap();
+    let mut w = t.open(1, "w", Protocol::Tutorial);
+    let s = t.open(2, "s", Protocol::Tutorial);
     tokio::time::advance(Duration::from_millis(200)).await;
     settle().await;
     while w.try_next().is_some() {}
@@ -376,14 +332,8 @@ async fn log_out_during_grace_ends_it() {
 #[tokio::test(start_paused = true)]
 async fn close_user_closes_every_session_with_1008() {
     let t = start(5_000, 100, 1024);
-    let mut a = t
-        .hub
-        .connect(user(2), session("a"), Protocol::Tutorial)
-        .unwrap();
-    let mut b = t
-        .hub
-        .connect(user(2), session("b"), Protocol::Tutorial)
-        .unwrap();
+    let mut a = t.open(2, "a", Protocol::Tutorial);
+    let mut b = t.open(2, "b", Protocol::Tutorial);
     t.hub.close_user(2);
     let closed = Outgoing::Close {
         code: 1008,
@@ -399,9 +349,7 @@ async fn per_user_socket_cap() {
     let t = start(5_000, 100, 1024);
     let conns: Vec<_> = (0..4)
         .map(|_| {
-            t.hub
-                .connect(user(2), session("s"), Protocol::Tutorial)
-                .unwrap()
+            t.open(2, "s", Protocol::Tutorial)
         })
         .collect();
     assert_eq!(
@@ -420,14 +368,8 @@ async fn per_user_socket_cap() {
 #[tokio::test(start_paused = true)]
 async fn batching_sends_a_lone_change_at_once_and_coalesces_a_burst() {
     let t = start(0, 100, 1024);
-    let mut v1 = t
-        .hub
-        .connect(user(1), session("w"), Protocol::RosterV1)
-        .unwrap();
-    let mut tut = t
-        .hub
-        .connect(user(99), session("t"), Protocol::Tutorial)
-        .unwrap();
+    let mut v1 = t.open(1, "w", Protocol::RosterV1);
+    let mut tut = t.open(99, "t", Protocol::Tutorial);
     tokio::time::advance(Duration::from_secs(1)).await;
     settle().await;
     let mut client = Client::default();
@@ -438,10 +380,7 @@ async fn batching_sends_a_lone_change_at_once_and_coalesces_a_burst() {
     settle().await;
 
     // A lone change after a quiet tick goes out without waiting for the tick.
-    let c2 = t
-        .hub
-        .connect(user(2), session("2"), Protocol::Tutorial)
-        .unwrap();
+    let c2 = t.open(2, "2", Protocol::Tutorial);
     settle().await;
     let before = client.diffs;
     client.drain(&mut v1);
@@ -453,19 +392,10 @@ async fn batching_sends_a_lone_change_at_once_and_coalesces_a_burst() {
 
     // A burst right after: one more batch, at the next tick.
     drop(c2); // offline (grace 0)
-    let c3 = t
-        .hub
-        .connect(user(3), session("3"), Protocol::Tutorial)
-        .unwrap();
+    let c3 = t.open(3, "3", Protocol::Tutorial);
     drop(c3);
-    let _c3 = t
-        .hub
-        .connect(user(3), session("3"), Protocol::Tutorial)
-        .unwrap();
-    let _c4 = t
-        .hub
-        .connect(user(4), session("4"), Protocol::Tutorial)
-        .unwrap();
+    let _c3 = t.open(3, "3", Protocol::Tutorial);
+    let _c4 = t.open(4, "4", Protocol::Tutorial);
     settle().await;
     assert!(v1.try_next().is_none(), "a burst within the tick waits");
     let f = frame(&mut v1, Duration::from_millis(150)).await;
@@ -500,14 +430,8 @@ fn expect_frame(o: Outgoing) -> Bytes {
 async fn stalled_connection_is_bounded_and_resynced() {
     const CAP: usize = 64;
     let t = start(0, 10, CAP);
-    let mut v1 = t
-        .hub
-        .connect(user(1), session("w"), Protocol::RosterV1)
-        .unwrap();
-    let mut tut = t
-        .hub
-        .connect(user(2), session("t"), Protocol::Tutorial)
-        .unwrap();
+    let mut v1 = t.open(1, "w", Protocol::RosterV1);
+    let mut tut = t.open(2, "t", Protocol::Tutorial);
     let mut client = Client::default();
     client.apply(&frame(&mut v1, SOON).await);
     tokio::time::advance(Duration::from_millis(20)).await;
@@ -577,9 +501,7 @@ async fn joining_during_a_burst_converges() {
     let mut held: Vec<Connection> = Vec::new();
     let mut late: Option<(Connection, Client)> = None;
     let mut slow = (
-        t.hub
-            .connect(user(1), session("slow"), Protocol::RosterV1)
-            .unwrap(),
+        t.open(1, "slow", Protocol::RosterV1),
         Client::default(),
     );
     for step in 0..3_000u32 {
@@ -602,9 +524,7 @@ async fn joining_during_a_burst_converges() {
         }
         if step == 1_000 {
             late = Some((
-                t.hub
-                    .connect(user(2), session("late"), Protocol::RosterV1)
-                    .unwrap(),
+                t.open(2, "late", Protocol::RosterV1),
                 Client::default(),
             ));
         }
@@ -635,18 +555,9 @@ async fn joining_during_a_burst_converges() {
 #[tokio::test(start_paused = true)]
 async fn sign_ups_and_deletions_in_diffs_only() {
     let t = start(1_000, 100, 1024);
-    let mut v1 = t
-        .hub
-        .connect(user(1), session("w"), Protocol::RosterV1)
-        .unwrap();
-    let mut tut = t
-        .hub
-        .connect(user(2), session("t"), Protocol::Tutorial)
-        .unwrap();
-    let _x = t
-        .hub
-        .connect(user(3), session("x"), Protocol::Tutorial)
-        .unwrap();
+    let mut v1 = t.open(1, "w", Protocol::RosterV1);
+    let mut tut = t.open(2, "t", Protocol::Tutorial);
+    let _x = t.open(3, "x", Protocol::Tutorial);
     tokio::time::advance(Duration::from_millis(500)).await;
     settle().await;
     let mut client = Client::default();
@@ -722,10 +633,7 @@ async fn online_users_sorted_and_counts() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_closes_with_1001_and_stops_the_task() {
     let t = start(1_000, 100, 1024);
-    let mut c = t
-        .hub
-        .connect(user(1), session("w"), Protocol::RosterV1)
-        .unwrap();
+    let mut c = t.open(1, "w", Protocol::RosterV1);
     let _ = c.next().await; // snapshot
     t.shutdown.cancel();
     assert_eq!(
