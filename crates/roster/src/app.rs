@@ -177,29 +177,24 @@ impl PresenceObserver for LastSeenWriter {
     }
 }
 
-/// Writes `last_seen` batches, merging whatever has queued up into one transaction.
+/// Writes `last_seen` batches, merging whatever has queued up into one transaction. At
+/// shutdown it writes what is already queued, so a clean stop loses nothing.
 async fn write_last_seen(store: Store, mut rx: mpsc::Receiver<Vec<(UserId, i64)>>, shutdown: CancellationToken) {
     loop {
-        let first = tokio::select! {
-            batch = rx.recv() => match batch { Some(b) => b, None => return },
-            () = shutdown.cancelled() => {
-                // Drain what is already queued so a clean stop loses nothing.
-                let mut rest = Vec::new();
-                while let Ok(b) = rx.try_recv() { rest.extend(b); }
-                if !rest.is_empty() {
-                    if let Err(e) = store.set_last_seen(&rest).await {
-                        tracing::error!(error = %e, "could not save last_seen at shutdown");
-                    }
-                }
-                return;
-            }
+        let (mut batch, stopping) = tokio::select! {
+            batch = rx.recv() => match batch { Some(b) => (b, false), None => return },
+            () = shutdown.cancelled() => (Vec::new(), true),
         };
-        let mut batch = first;
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
-        if let Err(e) = store.set_last_seen(&batch).await {
-            tracing::error!(error = %e, users = batch.len(), "could not save last_seen");
+        if !batch.is_empty() {
+            if let Err(e) = store.set_last_seen(&batch).await {
+                tracing::error!(error = %e, users = batch.len(), "could not save last_seen");
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }

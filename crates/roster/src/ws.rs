@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use presence::{ConnectError, Connection, Outgoing, Protocol, SessionKey, UserRef, ROSTER_V1};
+use presence::{ConnectError, Connection, Outgoing, Protocol, SessionKey, UserRef};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -50,12 +50,9 @@ pub async fn users_socket(
         tracing::warn!(peer = %peer, "WebSocket REJECT /users/: foreign Origin");
         return refuse(StatusCode::FORBIDDEN, "This origin may not open the live list.");
     }
-    let wants_v1 = ws
-        .requested_protocols()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == ROSTER_V1);
-    let protocol = if wants_v1 { Protocol::RosterV1 } else { Protocol::Tutorial };
+    let protocol = Protocol::negotiate(
+        ws.requested_protocols().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')),
+    );
     let user_ref = UserRef::new(me.user.id, me.user.username.as_str());
     let connection = match app.hub.connect(user_ref, SessionKey::from(me.session_hash.as_str()), protocol) {
         Ok(c) => c,
@@ -73,8 +70,8 @@ pub async fn users_socket(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE);
-    if wants_v1 {
-        ws.set_selected_protocol(HeaderValue::from_static(ROSTER_V1));
+    if let Some(name) = protocol.subprotocol() {
+        ws.set_selected_protocol(HeaderValue::from_static(name));
     }
     let heartbeat = app.heartbeat;
     let shutdown = app.shutdown.clone();
@@ -83,8 +80,8 @@ pub async fn users_socket(
     ws.on_upgrade(move |socket| async move {
         let _in_flight = in_flight;
         tracing::info!(target: "roster::http", user_id, "WebSocket CONNECT /users/ [{peer}]");
-        run(socket, connection, heartbeat, shutdown).await;
-        tracing::info!(target: "roster::http", user_id, "WebSocket DISCONNECT /users/ [{peer}]");
+        let end = run(socket, connection, heartbeat, shutdown).await;
+        tracing::info!(target: "roster::http", user_id, reason = ?end, "WebSocket DISCONNECT /users/ [{peer}]");
     })
 }
 
@@ -92,7 +89,7 @@ fn refuse(status: StatusCode, message: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
 }
 
-/// Why the loop ended (for tests and logs).
+/// Why the loop ended (logged with the disconnect).
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
     /// The hub closed it (log out, deactivation, lag policy, shutdown).

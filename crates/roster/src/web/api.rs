@@ -13,6 +13,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::error::AppError;
+use super::pages::ListParams;
 use super::session::MaybeUser;
 use super::AppState;
 
@@ -47,15 +48,10 @@ pub async fn users(State(app): State<AppState>, user: MaybeUser, Query(query): Q
     if !query.contains_key("page") && !query.contains_key("q") {
         return Json(app.hub.snapshot()).into_response();
     }
-    let page = match query.get("page").map(|p| p.parse::<u64>()) {
-        None => 1,
-        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
-        Some(_) => return api_error(StatusCode::BAD_REQUEST, "page must be a whole number from 1"),
+    let ListParams { page, q } = match ListParams::parse(&query) {
+        Ok(params) => params,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, e.api_message()),
     };
-    let q = query.get("q").map_or("", |q| q.trim());
-    if q.chars().count() > 150 {
-        return api_error(StatusCode::BAD_REQUEST, "q is longer than any username (150 characters)");
-    }
     match app.list_page(q, page).await {
         Ok(listing) => Json(ApiPage {
             page,

@@ -158,13 +158,23 @@ fn check_origin(headers: &HeaderMap) -> Result<(), &'static str> {
     if origin == "null" {
         return Err("Origin checking failed: null origin.");
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
-    if origin_host.eq_ignore_ascii_case(host) {
+    if origin_is_own_host(origin, headers) {
         Ok(())
     } else {
         Err("Origin checking failed: the form was posted from another site.")
     }
+}
+
+/// Whether `origin` (`http://host:port`, as browsers send it) names this request's `Host`.
+/// Shared by the CSRF check and the WebSocket handshake.
+pub fn origin_is_own_host(origin: &str, headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin = origin.trim_end_matches('/');
+    origin.split_once("://").is_some_and(|(scheme, h)| {
+        (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+            && !host.is_empty()
+            && h.eq_ignore_ascii_case(host)
+    })
 }
 
 #[cfg(test)]

@@ -86,10 +86,8 @@ impl AppState {
     pub fn origin_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
         let Some(origin) = headers.get(header::ORIGIN) else { return true };
         let Ok(origin) = origin.to_str() else { return false };
-        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-        let own = origin.split_once("://").is_some_and(|(scheme, h)| matches!(scheme, "http" | "https") && !host.is_empty() && h == host);
-        own || self.allowed_origins.contains(&origin)
+        csrf::origin_is_own_host(origin, headers)
+            || self.allowed_origins.contains(&origin.trim_end_matches('/').to_ascii_lowercase())
     }
 
     /// The longest wait any of `keys` is throttled for, if any.

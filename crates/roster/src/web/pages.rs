@@ -240,15 +240,7 @@ pub async fn user_list(
     Extension(csrf): Extension<CsrfToken>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, AppError> {
-    let page = match query.get("page").map(|p| p.parse::<u64>()) {
-        None => 1,
-        Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
-        Some(_) => return Err(AppError::BadRequest("The page number must be a whole number from 1.")),
-    };
-    let q = query.get("q").map_or("", |q| q.trim());
-    if q.chars().count() > 150 {
-        return Err(AppError::BadRequest("The search text is longer than any username (150 characters)."));
-    }
+    let ListParams { page, q } = ListParams::parse(&query).map_err(|e| AppError::BadRequest(e.page_message()))?;
     let listing = app.list_page(q, page).await?;
     let mut users = listing.users;
     for u in &mut users {
@@ -274,6 +266,54 @@ pub async fn user_list(
         next_url: listing.has_next.then(|| link(page + 1)),
     };
     Ok(render(&page_view).into_response())
+}
+
+/// `?page=N&q=PREFIX` of the list, shared by the page and the JSON API.
+pub struct ListParams<'a> {
+    /// From 1.
+    pub page: u64,
+    /// Trimmed; empty means no search.
+    pub q: &'a str,
+}
+
+/// Why `?page=`/`?q=` were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListParamsError {
+    Page,
+    SearchTooLong,
+}
+
+impl ListParamsError {
+    /// The sentence the HTML page shows.
+    pub fn page_message(self) -> &'static str {
+        match self {
+            ListParamsError::Page => "The page number must be a whole number from 1.",
+            ListParamsError::SearchTooLong => "The search text is longer than any username (150 characters).",
+        }
+    }
+
+    /// The message the JSON API returns.
+    pub fn api_message(self) -> &'static str {
+        match self {
+            ListParamsError::Page => "page must be a whole number from 1",
+            ListParamsError::SearchTooLong => "q is longer than any username (150 characters)",
+        }
+    }
+}
+
+impl<'a> ListParams<'a> {
+    pub fn parse(query: &'a HashMap<String, String>) -> Result<ListParams<'a>, ListParamsError> {
+        let page = match query.get("page").map(|p| p.parse::<u64>()) {
+            None => 1,
+            Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
+            Some(_) => return Err(ListParamsError::Page),
+        };
+        let q = query.get("q").map_or("", |q| q.trim());
+        if q.chars().count() > accounts::MAX_USERNAME_CHARS {
+            return Err(ListParamsError::SearchTooLong);
+        }
+        Ok(ListParams { page, q })
+    }
 }
 
 pub struct Listing {
