@@ -121,6 +121,9 @@ where
                 // shutdown still ends it at once.
                 let deadline = heartbeat.interval + heartbeat.timeout;
                 tokio::select! {
+                    // The write first: at shutdown the hub's own Close(1001) is in this batch and
+                    // must go out; the token only wins over a write that is stuck.
+                    biased;
                     r = tokio::time::timeout(deadline, write_batch(&mut socket, &mut conn, out)) => match r {
                         Ok(Ok(None)) => {}
                         Ok(Ok(Some(code))) => break End::Closed(code),
