@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Turn one bench/run result directory (one JSON object per scenario) into BENCHMARKS.md."""
+"""Turn one bench/run result directory (one JSON object per scenario) into BENCHMARKS.md.
+
+usage: report.py RESULTS_DIR > BENCHMARKS.md
+Appends bench/FINDINGS.md (hand-written: causes found, profiles, what is still wrong).
+"""
 import json
 import os
 import platform
@@ -10,6 +14,7 @@ from pathlib import Path
 out = Path(sys.argv[1])
 res = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
 root = Path(__file__).resolve().parent.parent
+env = os.environ
 
 
 def sh(*cmd):
@@ -29,6 +34,8 @@ def get(name, key):
 def fmt(v):
     if v is None:
         return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:,.2f}".rstrip("0").rstrip(".")
     if isinstance(v, int):
@@ -42,6 +49,17 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def sizes(name):
+    return [int(n) for n in env.get(name, "").split()]
+
+
+def failed_note(name):
+    d = res.get(name)
+    if d and d.get("failed"):
+        return f"failed: {d.get('error', '').strip()[:200]}"
+    return None
+
+
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
 pip = root / "bench/peers/django-channels/.venv/bin/pip"
@@ -50,78 +68,146 @@ peer = ", ".join(l for l in peer.splitlines() if l.split("==")[0].lower() in ("d
 
 L = []
 L.append("# Benchmarks\n")
-L.append(f"Run `{out.name}` by `bench/run` (sizes from its environment; every figure below is from this one run, "
-         "load generator `roster-bench` on the same cores).\n")
+L.append(f"Run `{out.name}` of `bench/run`: every figure below comes from this one run, with the load "
+         "generator `roster-bench` on the same 2 cores as the server. Reproduce with `bench/run` "
+         "(sizes in its header; `bench/run --help`).\n")
 L.append("## Machine and versions\n")
 L.append(f"- CPU: {cpu}, {os.cpu_count()} cores; memory {int(mem) // 1024 // 1024} GiB; kernel {platform.release()}")
 L.append(f"- Open-file limit per process: {sh('sh', '-c', 'ulimit -n')}")
 L.append(f"- {sh('rustc', '--version')}; bench commit `{sh('git', '-C', str(root), 'rev-parse', '--short', 'HEAD')}`")
-rb = os.environ.get("ROSTER_BIN", "")
-L.append(f"- Roster binary: `{rb}` ({sh(rb, '--version') if rb else '?'}){'; ' + os.environ.get('ROSTER_NOTE', '') if os.environ.get('ROSTER_NOTE') else ''}")
-L.append(f"- Roster ran with `MALLOC_MMAP_THRESHOLD_=131072`: {os.environ.get('ROSTER_MALLOC_FIX', '0') == '1'} (see bench/run)")
+rb = env.get("ROSTER_BIN", "")
+L.append(f"- Roster binary: `{rb}` ({sh(rb, '--version') if rb else '?'})")
 L.append(f"- Django peer: Python {platform.python_version()}; {peer or '?'}; {sh('redis-server', '--version')[:40]}\n")
+if env.get("BENCH_NOTE"):
+    L.append(f"**Note:** {env['BENCH_NOTE']}\n")
 
-rows = [
-    ("Fan-out: watchers", "fanout", "watchers"),
-    ("Fan-out: p50 (ms)", "fanout", "p50_ms"),
-    ("Fan-out: p99 (ms)", "fanout", "p99_ms"),
-    ("Fan-out: max (ms)", "fanout", "max_ms"),
-    ("Fan-out: missing deliveries", "fanout", "missing"),
-    ("Hold: sockets connected", "hold", "connected"),
-    ("Hold: connect failures", "hold", "connect_failed"),
-    ("Hold: connects/s", "hold", "connects_per_s"),
-    ("Hold: server RSS per socket (B)", "hold", "rss_bytes_per_socket"),
-    ("Hold: RSS per socket after hold (B)", "hold", "rss_bytes_per_socket_after_hold"),
-    ("Storm: watchers", "storm", "watchers"),
-    ("Storm: log-ins (sockets opened)", "storm", "storm_opened"),
-    ("Storm: converged after storm p99 (ms)", "storm", "converge_after_storm_p99_ms"),
-    ("Storm: converged after storm max (ms)", "storm", "converge_after_storm_max_ms"),
-    ("Storm: watchers not converged", "storm", "not_converged"),
-    ("Storm: frames per watcher (mean)", "storm", "frames_per_watcher_mean"),
-    ("User list: users", "seed", "created"),
-    ("User list: requests/s", "list", "requests_per_s"),
-    ("User list: p99 (ms)", "list", "p99_ms"),
-    ("User list: server CPU per request (ms)", "list", "server_cpu_ms_per_request"),
-]
-systems = [
-    ("Roster (tutorial frames)", "roster", {"storm": "roster-storm"}),
-    ("Roster (roster.v1)", "roster", {"fanout": "roster-fanout-v1", "storm": "roster-storm-v1"}),
-    ("floor", "floor", {}),
-    ("Django Channels", "django", {}),
-]
-if os.environ.get("BENCH_NOTE"):
-    L.append(f"**Note:** {os.environ['BENCH_NOTE']}\n")
-loads = {n: d.get("loadavg_before") for n, d in res.items() if d.get("loadavg_before")}
-if loads:
-    L.append("Load average (1 min) before each scenario: " + ", ".join(f"{n} {v}" for n, v in loads.items()) + "\n")
-L.append("Ratios are Roster (tutorial frames) over the other system; hold rows are tutorial mode only.\n")
-L.append("## Side by side\n")
-L.append("| | " + " | ".join(s[0] for s in systems) + " | Roster / floor | Roster / Django |")
-L.append("|---|" + "---|" * (len(systems) + 2))
-for label, scen, key in rows:
-    vals = []
-    for _, prefix, over in systems:
-        name = over.get(scen, f"{prefix}-{scen}")
-        vals.append(get(name, key))
-    roster, floor, django = vals[0], vals[2], vals[3]
-    if scen == "seed":
-        roster = get("roster-seed", key)
-    size_key = {"fanout": "watchers", "storm": "watchers", "hold": "sockets", "list": "requests"}.get(scen)
+# ------------------------------------------------------------------ targets
+fan = sizes("FANOUT_SIZES")
+hold_n = int(env.get("HOLD", "0") or 0)
+L.append("## SPEC targets (single node)\n")
+L.append("| target | Roster | reference in this run | met |")
+L.append("|---|---|---|---|")
 
-    def same(other):
-        if size_key is None or scen == "list":
-            return True
-        return get(f"roster-{scen}", size_key) == get(f"{other}-{scen}", size_key)
 
-    rf = ratio(roster, floor) if same("floor") else "sizes differ"
-    rd = ratio(roster, django) if same("django") else "sizes differ"
-    L.append(f"| {label} | " + " | ".join(fmt(v) for v in vals) + f" | {rf} | {rd} |")
+def verdict(ok):
+    return "–" if ok is None else ("**yes**" if ok else "**no**")
+
+
+for key, label, k, fk in (("roster-hold", "held for 2 s", "rss_bytes_per_socket_after_hold", "floor-hold"),
+                          ("roster-burst", "after a burst", "rss_bytes_per_watcher_after", "floor-burst")):
+    rss = get(key, k)
+    conn = get(key, "connected")
+    fl = get(fk, k)
+    ok = None if rss is None else (rss <= 8192 and conn == get(key, "watchers" if key.endswith("burst") else "sockets"))
+    L.append(f"| {fmt(get(key, 'watchers' if key.endswith('burst') else 'sockets'))} authenticated sockets at ≤ 8 KiB RSS each, {label} | "
+             f"{fmt(conn)} connected, {fmt(rss)} B/socket | floor {fmt(fl)} B/socket | {verdict(ok)} |")
+for n in fan:
+    rp, fp = get(f"roster-fanout-{n}", "p99_ms"), get(f"floor-fanout-{n}", "p99_ms")
+    miss = get(f"roster-fanout-{n}", "missing")
+    ok = None if rp is None or fp is None else (rp <= 1.25 * fp and miss == 0)
+    L.append(f"| change reaches {fmt(n)} watchers, p99 ≤ 1.25× floor, 0 missing | p99 {fmt(rp)} ms, "
+             f"{fmt(miss)} missing | floor p99 {fmt(fp)} ms ({ratio(rp, fp)}) | {verdict(ok)} |")
+bf = get("roster-burst", "frames_per_s")
+bw = get("roster-burst", "watchers")
+ok = None if bf is None else bf >= 1_000_000
+L.append(f"| bursts ≥ 1,000,000 frames/s at {fmt(bw)} sockets | {fmt(bf)} frames/s | floor "
+         f"{fmt(get('floor-burst', 'frames_per_s'))} frames/s | {verdict(ok)} |")
+sc = get("roster-storm-v1", "converge_after_storm_max_ms")
+snc = get("roster-storm-v1", "not_converged")
+sfr = get("roster-storm-v1", "frames_per_watcher_max")
+ok = None if sc is None else (sc <= 1000 and snc == 0)
+L.append(f"| storm of {fmt(get('roster-storm-v1', 'logins'))} log-ins in {fmt(get('roster-storm-v1', 'storm_seconds_requested'))} s, "
+         f"{fmt(get('roster-storm-v1', 'watchers'))} watchers (roster.v1): all converge ≤ 1 s after, bounded frames | "
+         f"max {fmt(sc)} ms after, {fmt(snc)} not converged, ≤ {fmt(sfr)} frames/watcher | floor max "
+         f"{fmt(get('floor-storm', 'converge_after_storm_max_ms'))} ms | {verdict(ok)} |")
+lr = get("roster-list", "requests_per_s")
+ok = None if lr is None else lr >= 2000
+L.append(f"| user list, {fmt(get('roster-seed', 'created'))} users: ≥ 2,000 requests/s | {fmt(lr)} req/s | "
+         f"Django {fmt(get('django-list', 'requests_per_s'))} req/s | {verdict(ok)} |")
+lb = get("roster-list-big", "requests_per_s")
+ok = None if lb is None else lb >= 1000
+L.append(f"| user list, {fmt(get('roster-import', 'accounts'))} accounts, {fmt(get('roster-list-big', 'online_sockets'))} "
+         f"online: ≥ 1,000 requests/s | {fmt(lb)} req/s | – | {verdict(ok)} |")
+L.append("| four nodes + one Redis: 60,000 sockets, p99 ≤ 1.5× single node | not built (the Redis layer is a later issue) | – | – |")
 L.append("")
-L.append("Sizes differ where the Django peer cannot keep up (see the watchers rows); compare ratios only at equal sizes.\n")
+
+# ------------------------------------------------------------------ side by side
+L.append("## Side by side\n")
+L.append("Ratios are Roster over the floor (same size, same run). The Django peer runs at sizes it survives: "
+         f"{fmt(int(env.get('DJANGO_WATCHERS', '0') or 0))} watchers (at 5,000 its connecting never finishes).\n")
+L.append("### Fan-out: one change, delivery latency over every watcher (ms)\n")
+L.append("| watchers | Roster p50 | p90 | p99 | max | missing | floor p50 | p99 | max | Roster / floor p99 |")
+L.append("|---|---|---|---|---|---|---|---|---|---|")
+for n in fan:
+    r, f = f"roster-fanout-{n}", f"floor-fanout-{n}"
+    L.append(f"| {fmt(n)} | " + " | ".join(fmt(get(r, k)) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "missing"))
+             + " | " + " | ".join(fmt(get(f, k)) for k in ("p50_ms", "p99_ms", "max_ms"))
+             + f" | {ratio(get(r, 'p99_ms'), get(f, 'p99_ms'))} |")
+for name in sorted(n for n in res if n.startswith("roster-fanout-v1-")):
+    L.append(f"| {fmt(get(name, 'watchers'))} (roster.v1) | " + " | ".join(fmt(get(name, k)) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "missing"))
+             + " | | | | |")
+for name in sorted(n for n in res if n.startswith("django-fanout-")):
+    L.append(f"| {fmt(get(name, 'watchers'))} (Django) | " + " | ".join(fmt(get(name, k)) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "missing"))
+             + " | | | | |")
+L.append("")
+
+L.append("### Holding sockets\n")
+L.append("| system | sockets | connected | failed | connects/s | RSS per socket (B) | after the hold (B) |")
+L.append("|---|---|---|---|---|---|---|")
+for label, name in (("Roster", "roster-hold"), ("floor", "floor-hold"), ("Django", "django-hold")):
+    if name in res:
+        L.append(f"| {label} | " + " | ".join(fmt(get(name, k)) for k in ("sockets", "connected", "connect_failed", "connects_per_s", "rss_bytes_per_socket", "rss_bytes_per_socket_after_hold")) + " |")
+L.append("")
+
+L.append("### Burst and storm\n")
+L.append("| run | watchers | changes | over (s) | frames delivered | frames/s | changes delivered/s | converged after (p99 / max ms) | not converged | frames per watcher (mean / max) | server RSS per watcher after (B) |")
+L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+for label, name in (("burst: Roster (tutorial frames)", "roster-burst"), ("burst: floor", "floor-burst"),
+                    ("storm: Roster (roster.v1)", "roster-storm-v1"), ("storm: Roster (tutorial frames)", "roster-storm"),
+                    ("storm: floor", "floor-storm"), ("storm: Django", "django-storm")):
+    if name not in res:
+        continue
+    if failed_note(name):
+        L.append(f"| {label} | {failed_note(name)} ||||||||||")
+        continue
+    L.append(f"| {label} | {fmt(get(name, 'watchers'))} | {fmt(get(name, 'logins'))} | {fmt(get(name, 'storm_seconds_requested'))} | "
+             f"{fmt(get(name, 'frames_delivered'))} | {fmt(get(name, 'frames_per_s'))} | {fmt(get(name, 'changes_delivered_per_s'))} | "
+             f"{fmt(get(name, 'converge_after_storm_p99_ms'))} / {fmt(get(name, 'converge_after_storm_max_ms'))} | "
+             f"{fmt(get(name, 'not_converged'))} | {fmt(get(name, 'frames_per_watcher_mean'))} / {fmt(get(name, 'frames_per_watcher_max'))} | "
+             f"{fmt(get(name, 'rss_bytes_per_watcher_after'))} |")
+L.append("")
+
+L.append("### User list (`GET /`, logged in)\n")
+L.append("| system | accounts | online | requests/s | p50 (ms) | p99 (ms) | server CPU per request (ms) |")
+L.append("|---|---|---|---|---|---|---|")
+for label, name, acc in (("Roster", "roster-list", get("roster-seed", "created")),
+                         ("Roster", "roster-list-big", get("roster-import", "accounts")),
+                         ("Django", "django-list", get("django-seed", "created"))):
+    if name in res:
+        L.append(f"| {label} | {fmt(acc)} | {fmt(get(name, 'online_sockets'))} | " + " | ".join(fmt(get(name, k)) for k in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request")) + " |")
+L.append("")
+L.append(f"Sign-ups through the form: Roster {fmt(get('roster-seed', 'signups_per_s'))}/s (Argon2id), "
+         f"Django {fmt(get('django-seed', 'signups_per_s'))}/s (MD5, `--fast-hasher`). "
+         f"Importing {fmt(get('roster-import', 'accounts'))} accounts: {fmt(get('roster-import', 'seconds'))} s.\n")
+
+failures = [(n, d) for n, d in res.items() if d.get("failed")]
+if failures:
+    L.append("### Runs that failed\n")
+    for n, d in failures:
+        L.append(f"- `{n}`: {d.get('error', '').strip()[:300]}")
+    L.append("")
+
 L.append("## Servers (as started by bench/run)\n")
-L.append("- Roster: `roster serve --bind 127.0.0.1:0 --database-url sqlite://TMP/roster.db --presence-grace 0s` (SQLite, in-process layer, default tick 100 ms, default 32 sockets per user)")
+L.append("- Roster: `roster serve --bind 127.0.0.1:0 --database-url sqlite://TMP/DB --presence-grace 0s` "
+         "(SQLite, in-process layer, default tick 100 ms, 32 sockets per user); the storm runs use "
+         "`--presence-grace 600s` because their sockets close right after the handshake.")
 L.append("- floor: `roster-floor --bind 127.0.0.1:0` (read buffer 256 B, write buffer 4 KiB, broadcast capacity 1024)")
 L.append("- Django: `bench/peers/django-channels/run --fast-hasher` (one daphne process, private redis-server, SQLite; MD5 hasher only to seed fast)\n")
+
+findings = root / "bench/FINDINGS.md"
+if findings.exists():
+    L.append(findings.read_text().rstrip() + "\n")
+
 L.append("## Commands (as run)\n")
 for name, d in res.items():
     L.append(f"- `{name}`: `{d.get('command', '?')}`")

@@ -84,6 +84,26 @@ enum Command {
         /// Give up waiting for convergence after this many seconds past the storm.
         #[arg(long, default_value_t = 30)]
         settle_secs: u64,
+        /// Close each storm socket as soon as its handshake completes. With a server grace
+        /// longer than the run, its user stays online, so the server holds only the watchers
+        /// (10,000 watchers plus 10,000 held storm sockets exceed one process's 20,000 files).
+        #[arg(long)]
+        close_after_open: bool,
+    },
+    /// N watchers; M users come online at once (a storm with no pacing): frames and changes
+    /// delivered per second, from the first open until the last watcher holds the final state.
+    Burst {
+        #[command(flatten)]
+        c: Common,
+        #[arg(long)]
+        watchers: usize,
+        /// Users that come online in the burst.
+        #[arg(long)]
+        changes: usize,
+        #[arg(long, default_value_t = 60)]
+        settle_secs: u64,
+        #[arg(long)]
+        close_after_open: bool,
     },
     /// Requests/s of GET / (the user list) while logged in.
     List {
@@ -96,6 +116,10 @@ enum Command {
         /// Path to request (e.g. /healthz to calibrate the client).
         #[arg(long, default_value = "/")]
         path: String,
+        /// Hold this many sockets open while measuring (users online on the page; each socket
+        /// is its own user unless --users/--sockets-per-user say otherwise).
+        #[arg(long, default_value_t = 0)]
+        online: usize,
     },
     #[command(hide = true)]
     Worker,
@@ -160,6 +184,11 @@ struct Common {
     /// ... but at most this long (s).
     #[arg(long, default_value_t = 600)]
     quiet_max_secs: u64,
+    /// Keep session cookies in this JSON file (username -> cookie) and reuse them: a form
+    /// log-in costs one password hash on the server (~30 per second on 2 cores with Argon2id),
+    /// so scenarios that share users share their log-ins. Use one file per server database.
+    #[arg(long)]
+    cookie_cache: Option<std::path::PathBuf>,
 }
 
 fn src_addr(i: usize, n: u8) -> Option<IpAddr> {
@@ -241,10 +270,13 @@ async fn run(cmd: Command) -> Result<(), String> {
         Command::Fanout { c, watchers, changes, interval_ms, tail_ms } => {
             fanout(c, watchers, changes, interval_ms, tail_ms).await
         }
-        Command::Storm { c, watchers, logins, seconds, settle_secs } => {
-            storm(c, watchers, logins, seconds, settle_secs).await
+        Command::Storm { c, watchers, logins, seconds, settle_secs, close_after_open } => {
+            storm(c, watchers, logins, seconds, settle_secs, close_after_open, "storm").await
         }
-        Command::List { c, requests, concurrency, path } => list(c, requests, concurrency, &path).await,
+        Command::Burst { c, watchers, changes, settle_secs, close_after_open } => {
+            storm(c, watchers, changes, 0.0, settle_secs, close_after_open, "burst").await
+        }
+        Command::List { c, requests, concurrency, path, online } => list(c, requests, concurrency, &path, online).await,
         Command::Worker => unreachable!(),
     }
 }
@@ -301,25 +333,39 @@ async fn seed(a: SeedArgs) -> Result<(), String> {
 // ---------------------------------------------------------------- sessions
 
 /// Log in users `{prefix}{i}` for i in `ids`; returns their cookies in the same order.
+/// With `--cookie-cache`, cookies found there are reused and new ones are added to it.
 async fn log_in_all(c: &Common, ids: impl Iterator<Item = usize>) -> Result<Vec<String>, String> {
+    let names: Vec<String> = ids.map(|i| format!("{}{}", c.prefix, i)).collect();
+    let mut cache: std::collections::HashMap<String, String> = match &c.cookie_cache {
+        Some(p) if p.exists() => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        _ => Default::default(),
+    };
     let b = base(&c.url);
     let clients: Arc<Vec<reqwest::Client>> =
         Arc::new((0..c.source_addrs.max(1) as usize).map(|i| http::client(src_addr(i, c.source_addrs))).collect());
     let sem = Arc::new(Semaphore::new(c.login_concurrency.max(1)));
     let mut tasks = Vec::new();
-    for (k, i) in ids.enumerate() {
-        let (sem, clients, b, pw) = (sem.clone(), clients.clone(), b.clone(), c.password.clone());
-        let name = format!("{}{}", c.prefix, i);
+    for (k, name) in names.iter().enumerate().filter(|(_, n)| !cache.contains_key(*n)) {
+        let (sem, clients, b, pw, name) = (sem.clone(), clients.clone(), b.clone(), c.password.clone(), name.clone());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await.expect("sem");
-            http::log_in(&clients[k % clients.len()], &b, &name, &pw).await
+            let cookie = http::log_in(&clients[k % clients.len()], &b, &name, &pw).await;
+            (name, cookie)
         }));
     }
-    let mut out = Vec::with_capacity(tasks.len());
+    let fresh = !tasks.is_empty();
     for t in tasks {
-        out.push(t.await.map_err(|e| e.to_string())??);
+        let (name, cookie) = t.await.map_err(|e| e.to_string())?;
+        cache.insert(name, cookie?);
     }
-    Ok(out)
+    if let (Some(p), true) = (&c.cookie_cache, fresh) {
+        let text = serde_json::to_string(&cache).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(names.iter().map(|n| cache[n].clone()).collect())
 }
 
 fn watcher_users(c: &Common, n: usize) -> usize {
@@ -622,7 +668,17 @@ async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: 
 
 // ---------------------------------------------------------------- storm
 
-async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) -> Result<(), String> {
+/// `storm` and `burst`: M storm users come online within `seconds` (0: all at once) while N
+/// watchers look on.
+async fn storm(
+    c: Common,
+    n: usize,
+    m: usize,
+    seconds: f64,
+    settle_secs: u64,
+    close_after_open: bool,
+    scenario: &str,
+) -> Result<(), String> {
     let target = Target::new(&c.url, c.mode);
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
     let range = StormRange { prefix: c.prefix.clone(), start: users as u64, count: m as u64 };
@@ -633,7 +689,9 @@ async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) ->
         log_in_all(&c, users..users + m).await?.into_iter().map(Some).collect()
     };
     let storm_login_secs = t_login.elapsed().as_secs_f64();
+    let rss_before = c.server_pid.and_then(rss_kib);
     let mut pool = Pool::start(&c, &target, specs, "", Some(range)).await?;
+    let rss_connected = c.server_pid.and_then(rss_kib);
     let quiet_secs = pool.quiet(&c).await?;
     pool.mark().await?;
 
@@ -666,8 +724,11 @@ async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) ->
             tokio::spawn(async move {
                 match ws::connect(&target, cookie.as_deref(), src).await {
                     Ok(ws) => {
-                        let (sink, mut stream) = ws.split();
+                        let (mut sink, mut stream) = ws.split();
                         let _ = done_tx.send(Ok(()));
+                        if close_after_open {
+                            let _ = sink.send(Message::Close(None)).await;
+                        }
                         while let Some(Ok(_)) = stream.next().await {}
                         drop(sink);
                     }
@@ -699,6 +760,7 @@ async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) ->
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let rss_after = c.server_pid.and_then(rss_kib);
     let r = pool.report(&[]).await?;
     let mut conv: Vec<u64> =
         r.converged_at_us.iter().flatten().map(|t| t.saturating_sub(storm_end_us)).collect();
@@ -706,7 +768,11 @@ async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) ->
     let not_converged = r.converged_at_us.iter().filter(|t| t.is_none()).count();
     let mut frames = r.frames_since_mark.clone();
     frames.sort_unstable();
-    let mean_frames = frames.iter().sum::<u64>() as f64 / frames.len().max(1) as f64;
+    let frames_sum = frames.iter().sum::<u64>();
+    let mean_frames = frames_sum as f64 / frames.len().max(1) as f64;
+    // Delivery rate: from the first storm open until the last watcher held the final state.
+    let last_conv_us = r.converged_at_us.iter().flatten().max().copied().unwrap_or(storm_end_us);
+    let window_s = last_conv_us.saturating_sub(storm_start_us).max(1) as f64 / 1e6;
     let mut f = vec![
         ("url", json!(c.url)),
         ("mode", json!(c.mode)),
@@ -729,12 +795,27 @@ async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) ->
         ("converge_after_storm_max_ms", json!(ms(conv.last().copied().unwrap_or(0)))),
         ("frames_per_watcher_mean", json!((mean_frames * 10.0).round() / 10.0)),
         ("frames_per_watcher_max", json!(frames.last().copied().unwrap_or(0))),
+        ("frames_delivered", json!(frames_sum)),
+        ("delivery_seconds", json!((window_s * 1000.0).round() / 1000.0)),
+        ("frames_per_s", json!((frames_sum as f64 / window_s).round())),
+        ("changes_delivered_per_s", json!((conv.len() as f64 * m as f64 / window_s).round())),
+        ("close_after_open", json!(close_after_open)),
+        ("server_rss_kib_before", json!(rss_before)),
+        ("server_rss_kib_connected", json!(rss_connected)),
+        ("server_rss_kib_after", json!(rss_after)),
+        (
+            "rss_bytes_per_watcher_after",
+            match (rss_before, rss_after) {
+                (Some(a), Some(b)) if pool.ready.ok > 0 => json!(((b as f64 - a as f64) * 1024.0 / pool.ready.ok as f64).round()),
+                _ => Value::Null,
+            },
+        ),
         ("closed_sockets", json!(r.closed)),
         ("close_reasons", json!(r.close_reasons)),
         ("seq_gaps", json!(r.seq_gaps)),
         ("snapshots", json!(r.snapshots)),
     ]);
-    emit("storm", f);
+    emit(scenario, f);
     pool.exit().await;
     for h in held {
         h.abort();
@@ -744,9 +825,18 @@ async fn storm(c: Common, n: usize, m: usize, seconds: f64, settle_secs: u64) ->
 
 // ---------------------------------------------------------------- list
 
-async fn list(c: Common, requests: usize, concurrency: usize, path: &str) -> Result<(), String> {
+async fn list(c: Common, requests: usize, concurrency: usize, path: &str, online: usize) -> Result<(), String> {
     let b = base(&c.url);
     let cookie = log_in_all(&c, 0..1).await?.remove(0);
+    let pool = if online > 0 {
+        let (specs, _, _) = watcher_specs(&c, online).await?;
+        let mut pool = Pool::start(&c, &Target::new(&c.url, c.mode), specs, "", None).await?;
+        pool.quiet(&c).await?;
+        Some(pool)
+    } else {
+        None
+    };
+    let online_held = pool.as_ref().map_or(0, |p| p.ready.ok);
     let client = http::client(None);
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let cpu0 = c.server_pid.and_then(cpu_secs);
@@ -800,6 +890,7 @@ async fn list(c: Common, requests: usize, concurrency: usize, path: &str) -> Res
         vec![
             ("url", json!(c.url)),
             ("path", json!(path)),
+            ("online_sockets", json!(online_held)),
             ("requests", json!(requests)),
             ("concurrency", json!(concurrency)),
             ("ok", json!(ok)),
@@ -814,5 +905,8 @@ async fn list(c: Common, requests: usize, concurrency: usize, path: &str) -> Res
             ("server_cpu_ms_per_request", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 1e5 / ok.max(1) as f64).round() / 100.0))),
         ],
     );
+    if let Some(pool) = pool {
+        pool.exit().await;
+    }
     Ok(())
 }
