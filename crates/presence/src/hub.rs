@@ -10,7 +10,10 @@
 //!   `.await`). They update the state machine and queue the resulting events.
 //! - The hub task ([`Hub::start`]) fires grace deadlines and flushes the queue: a lone change after
 //!   a quiet tick goes out at once; whatever arrives during a flush or within `tick` after it waits
-//!   for the next flush. Each batch is serialized once per protocol and sent as one
+//!   for the next flush. Under load the next flush also waits (up to 10 ticks) until the sockets
+//!   have taken the previous batch, or until its fan-out makes no progress for 5 ms (the rest
+//!   are stalled readers): batches grow instead of piling up in the ring. Each batch is
+//!   serialized once per protocol (JSON inside ready-made WebSocket frames) and sent as one
 //!   `Arc<Batch>` on a `tokio::sync::broadcast` ring shared by every socket.
 //! - Lag policy of the ring (`queue_capacity` batches): a [`Connection`] that falls further behind
 //!   gets `Lagged`. In `roster.v1` it then yields a fresh snapshot and continues with the diffs
@@ -41,7 +44,8 @@ use crate::{UserId, UserRef};
 pub struct HubConfig {
     /// How long a user stays online after their last socket closes (reloads, blips). May be zero.
     pub grace: Duration,
-    /// Batching period: changes within one tick after a flush go out together in the next batch.
+    /// Batching period: changes within one tick after a flush go out together in the next batch
+    /// (under load, batches are also paced by their fan-out; see the module docs).
     pub tick: Duration,
     /// Sockets one user may hold open on this node; more are refused with
     /// [`ConnectError::TooManySockets`].
@@ -152,7 +156,8 @@ pub enum ConnectError {
 /// What a socket loop must do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outgoing {
-    /// Send this UTF-8 JSON text frame.
+    /// Send this: the UTF-8 JSON text of one frame or, after [`Connection::websocket_frames`],
+    /// complete WebSocket frames to write as they are.
     Frame(Bytes),
     /// Close the socket with this code and reason, then drop the [`Connection`].
     Close { code: u16, reason: &'static str },
@@ -183,10 +188,39 @@ pub struct HubStats {
 #[derive(Debug)]
 struct Batch {
     seq: u64,
-    /// The tutorial frames of this batch, in order (slices of one buffer).
+    /// The JSON texts of this batch's tutorial frames, in order (slices of `tutorial_wire`).
     tutorial: Box<[Bytes]>,
-    /// The roster.v1 diff frame.
+    /// The same frames as WebSocket frames, back to back: what every tutorial socket writes.
+    tutorial_wire: Bytes,
+    /// The roster.v1 diff's JSON text (a slice of `v1_wire`).
     v1: Bytes,
+    /// The roster.v1 diff as one WebSocket frame.
+    v1_wire: Bytes,
+    /// Receivers when it was sent, and how many of them have taken it (or closed): the hub
+    /// paces the next batch on this (see [`run`]).
+    receivers: usize,
+    taken: AtomicUsize,
+    /// When it was last taken (nanoseconds on the hub's clock).
+    last_taken_ns: AtomicU64,
+}
+
+impl Batch {
+    /// One receiver took this batch (or closed without it); the last one wakes the hub.
+    fn mark_taken(&self, inner: &Inner) {
+        self.last_taken_ns.store(inner.clock.ns(inner.clock.now()), Ordering::Release);
+        if self.taken.fetch_add(1, Ordering::AcqRel) + 1 == self.receivers {
+            inner.wake.notify_one();
+        }
+    }
+}
+
+/// `json` as one WebSocket text frame, and the JSON inside it (a slice of the same buffer).
+fn framed(json: &[u8]) -> (Bytes, Bytes) {
+    let mut out = Vec::with_capacity(json.len() + 10);
+    protocol::write_ws_frame(&mut out, protocol::OPCODE_TEXT, json);
+    let wire = Bytes::from(out);
+    let text = wire.slice(wire.len() - json.len()..);
+    (wire, text)
 }
 
 #[derive(Debug)]
@@ -251,8 +285,8 @@ struct Published {
     /// Online users sorted by (lowercase username, id).
     online: BTreeMap<(Box<str>, UserId), UserRef>,
     registered: u64,
-    /// The serialized snapshot of this seq, built on first demand.
-    frame: Option<Bytes>,
+    /// The snapshot of this seq as (JSON text, WebSocket frame), built on first demand.
+    frame: Option<(Bytes, Bytes)>,
     /// `online` as a shared slice, built on first demand (list pages read it per request).
     sorted: Option<Arc<[UserRef]>>,
 }
@@ -280,6 +314,13 @@ impl Clock {
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
     }
+    /// `at` as nanoseconds since the clock was made.
+    fn ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+    fn at_ns(&self, ns: u64) -> Instant {
+        self.base + Duration::from_nanos(ns)
+    }
     fn unix_ms(&self, at: Instant) -> i64 {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         match at.checked_duration_since(self.base) {
@@ -295,6 +336,8 @@ struct Inner {
     published: Mutex<Published>,
     /// Fan-out ring. Bounded (`queue_capacity`); lag policy: see the module docs.
     tx: broadcast::Sender<Arc<Batch>>,
+    /// The last batch sent (closing connections mark it taken).
+    latest: Mutex<Option<Arc<Batch>>>,
     /// Wakes the hub task: new pending events or a new grace deadline.
     wake: Notify,
     shutdown: CancellationToken,
@@ -418,32 +461,33 @@ impl Inner {
         self.wake.notify_one();
     }
 
-    /// The roster.v1 snapshot frame of the last flushed batch, and its seq.
-    fn snapshot_frame(&self) -> (u64, Bytes) {
+    /// The roster.v1 snapshot of the last flushed batch: its seq, JSON text and WebSocket frame.
+    fn snapshot_frame(&self) -> (u64, Bytes, Bytes) {
         let mut p = lock(&self.published);
-        if let Some(f) = &p.frame {
-            return (p.seq, f.clone());
+        if let Some((text, wire)) = &p.frame {
+            return (p.seq, text.clone(), wire.clone());
         }
-        let frame = protocol::to_bytes(&snapshot_of(&p));
-        p.frame = Some(frame.clone());
-        (p.seq, frame)
+        let (wire, text) = framed(&protocol::to_bytes(&snapshot_of(&p)));
+        p.frame = Some((text.clone(), wire.clone()));
+        (p.seq, text, wire)
     }
 
     /// Flushes the pending events as one batch. Only the hub task calls this, so batches leave in
     /// seq order.
-    fn flush(&self) {
+    fn flush(&self) -> Option<Arc<Batch>> {
         let (events, online_count, registered) = {
             let (mut core, _) = self.core_now();
             if core.pending.is_empty() {
-                return;
+                return None;
             }
             let events = std::mem::take(&mut core.pending);
             (events, core.state.online_count() as u64, core.registered)
         };
 
-        // Serialize once per protocol, outside every lock.
+        // Serialize once per protocol, outside every lock: JSON texts inside WebSocket frames.
         let mut buf = Vec::new();
-        let mut ends = Vec::new();
+        let mut json = Vec::new();
+        let mut spans = Vec::new();
         let mut order: Vec<(UserRef, Option<i64>)> = Vec::new();
         let mut index: HashMap<UserId, usize> = HashMap::new();
         let mut signed_up = Vec::new();
@@ -465,8 +509,10 @@ impl Inner {
                     continue;
                 }
             };
-            protocol::write_tutorial(&mut buf, &user.username, last_seen.is_none());
-            ends.push(buf.len());
+            json.clear();
+            protocol::write_tutorial(&mut json, &user.username, last_seen.is_none());
+            protocol::write_ws_frame(&mut buf, protocol::OPCODE_TEXT, &json);
+            spans.push((buf.len() - json.len(), buf.len()));
             match index.get(&user.id) {
                 Some(&i) => order[i] = (user.clone(), last_seen),
                 None => {
@@ -475,15 +521,10 @@ impl Inner {
                 }
             }
         }
-        let all = Bytes::from(buf);
-        let mut start = 0;
-        let tutorial: Box<[Bytes]> = ends
+        let tutorial_wire = Bytes::from(buf);
+        let tutorial: Box<[Bytes]> = spans
             .iter()
-            .map(|&end| {
-                let b = all.slice(start..end);
-                start = end;
-                b
-            })
+            .map(|&(start, end)| tutorial_wire.slice(start..end))
             .collect();
 
         let mut p = lock(&self.published);
@@ -516,22 +557,30 @@ impl Inner {
         p.registered = registered;
         p.frame = None;
         p.sorted = None;
+        let (v1_wire, v1) = framed(&protocol::to_bytes(&diff));
         let batch = Arc::new(Batch {
             seq,
             tutorial,
-            v1: protocol::to_bytes(&diff),
+            tutorial_wire,
+            v1,
+            v1_wire,
+            receivers: self.tx.receiver_count(),
+            taken: AtomicUsize::new(0),
+            last_taken_ns: AtomicU64::new(self.clock.ns(self.clock.now())),
         });
         // Publish the snapshot state before sending: a connection that reads the snapshot at
         // `seq` has already subscribed, so it receives every batch after it.
         drop(p);
+        *lock(&self.latest) = Some(batch.clone());
         // No receivers is fine: nobody is watching.
-        let _ = self.tx.send(batch);
+        let _ = self.tx.send(batch.clone());
         self.batches_sent.fetch_add(1, Ordering::Relaxed);
         self.max_queue_depth
             .fetch_max(self.tx.len(), Ordering::Relaxed);
         if !went_offline.is_empty() {
             self.observer.went_offline(&went_offline);
         }
+        Some(batch)
     }
 }
 
@@ -551,10 +600,38 @@ fn snapshot_of(p: &Published) -> Snapshot {
     }
 }
 
+/// A batch whose fan-out has made no progress for this long is done: whoever has not taken it is
+/// stalled (a peer that stopped reading), not busy.
+const FANOUT_STALL: Duration = Duration::from_millis(5);
+/// The next batch never waits for a fan-out longer than this many ticks.
+const FANOUT_WAIT_TICKS: u32 = 10;
+
+/// The last flushed batch and when it went out.
+struct Pacing {
+    at: tokio::time::Instant,
+    batch: Arc<Batch>,
+}
+
+impl Pacing {
+    /// When the next batch may go: a tick after this one, and not before the sockets have taken
+    /// this one (all of them, or all that are still making progress), but at most
+    /// `FANOUT_WAIT_TICKS` ticks after it. Under load the batches grow instead of piling up in
+    /// the ring: fewer, larger writes, and no socket falls behind just because the machine is busy.
+    fn next_flush(&self, clock: &Clock, tick: Duration) -> tokio::time::Instant {
+        let earliest = self.at + tick;
+        if self.batch.taken.load(Ordering::Acquire) >= self.batch.receivers {
+            return earliest;
+        }
+        let last_taken = clock.at_ns(self.batch.last_taken_ns.load(Ordering::Acquire));
+        let stalled = tokio::time::Instant::from_std(last_taken) + FANOUT_STALL;
+        earliest.max(stalled).min(self.at + tick * FANOUT_WAIT_TICKS)
+    }
+}
+
 /// The hub task: fires grace deadlines and flushes batches, until `shutdown`.
 async fn run(inner: Arc<Inner>) {
     let tick = inner.config.tick;
-    let mut last_flush: Option<tokio::time::Instant> = None;
+    let mut last: Option<Pacing> = None;
     loop {
         let now = tokio::time::Instant::now();
         let (deadline, has_pending) = {
@@ -563,13 +640,14 @@ async fn run(inner: Arc<Inner>) {
         };
         let mut wake_at = deadline.map(tokio::time::Instant::from_std);
         if has_pending {
-            match last_flush.map(|t| t + tick) {
+            match last.as_ref().map(|p| p.next_flush(&inner.clock, tick)) {
                 Some(ready) if ready > now => {
                     wake_at = Some(wake_at.map_or(ready, |w| w.min(ready)));
                 }
                 _ => {
-                    inner.flush();
-                    last_flush = Some(now);
+                    if let Some(batch) = inner.flush() {
+                        last = Some(Pacing { at: now, batch });
+                    }
                     continue;
                 }
             }
@@ -580,6 +658,13 @@ async fn run(inner: Arc<Inner>) {
             _ = sleep_until(wake_at) => {}
         }
     }
+    // Every socket is told here, through its own notify: connections do not each wait on the
+    // shutdown token (one more registration per socket per batch on a lock they all share).
+    let core = lock(&inner.core);
+    for socket in core.users.values().flat_map(|u| &u.sockets) {
+        socket.shared.request_close(CLOSE_GOING_AWAY);
+    }
+    drop(core);
     tracing::debug!("presence hub stopped");
 }
 
@@ -637,6 +722,7 @@ impl Hub {
                 ..config
             },
             tx,
+            latest: Mutex::new(None),
             wake: Notify::new(),
             shutdown,
             observer,
@@ -720,6 +806,9 @@ impl Hub {
             skip_upto: 0,
             cursor: None,
             closed: None,
+            wire: false,
+            frames_in_out: 1,
+            seen: lock(&inner.published).seq,
         })
     }
 
@@ -845,6 +934,12 @@ pub struct Connection {
     /// Tutorial: the batch being sent and the index of its next frame.
     cursor: Option<(Arc<Batch>, usize)>,
     closed: Option<u16>,
+    /// Frames are whole WebSocket frames (see [`Connection::websocket_frames`]).
+    wire: bool,
+    /// How many frames the next counted [`Outgoing::Frame`] holds.
+    frames_in_out: u64,
+    /// The seq of the last batch taken (or already in its snapshot, or sent before it connected).
+    seen: u64,
 }
 
 impl fmt::Debug for Connection {
@@ -866,6 +961,15 @@ impl Connection {
         self.protocol
     }
 
+    /// From now on, every [`Outgoing::Frame`] is complete WebSocket frames (RFC 6455, unmasked, as
+    /// [`protocol::write_ws_frame`] makes them), and a tutorial batch comes as one buffer holding
+    /// all its frames. The buffers are the hub's own, shared by every socket, so a socket loop
+    /// writes them as they are: no per-socket copy, no per-socket write buffer. Call it before
+    /// the first [`Self::next`].
+    pub fn websocket_frames(&mut self) {
+        self.wire = true;
+    }
+
     /// The next thing to send: waits for it. Cancel-safe (use it in `select!` with the socket's
     /// reads). For roster.v1 the first frame is the snapshot. After a `Close`, keeps returning it.
     pub async fn next(&mut self) -> Outgoing {
@@ -875,8 +979,8 @@ impl Connection {
             }
             tokio::select! {
                 biased;
+                // Log out, deactivation and shutdown (the hub task tells every socket).
                 _ = self.shared.notify.notified() => {}
-                _ = self.inner.shutdown.cancelled() => {}
                 r = self.rx.recv() => {
                     let out = match r {
                         Ok(batch) => self.take_batch(batch),
@@ -910,9 +1014,9 @@ impl Connection {
         }
         if self.resync {
             self.resync = false;
-            let (seq, frame) = self.inner.snapshot_frame();
+            let (seq, text, wire) = self.inner.snapshot_frame();
             self.skip_upto = seq;
-            return Some(Outgoing::Frame(frame));
+            return Some(Outgoing::Frame(if self.wire { wire } else { text }));
         }
         if let Some(out) = self.next_in_cursor() {
             return Some(out);
@@ -934,9 +1038,10 @@ impl Connection {
         }
     }
 
-    fn count(&self, out: Outgoing) -> Outgoing {
+    fn count(&mut self, out: Outgoing) -> Outgoing {
         if matches!(out, Outgoing::Frame(_)) {
-            self.inner.frames_sent.fetch_add(1, Ordering::Relaxed);
+            let n = std::mem::replace(&mut self.frames_in_out, 1);
+            self.inner.frames_sent.fetch_add(n, Ordering::Relaxed);
         }
         out
     }
@@ -958,17 +1063,24 @@ impl Connection {
     }
 
     fn take_batch(&mut self, batch: Arc<Batch>) -> Option<Outgoing> {
+        self.seen = batch.seq;
+        batch.mark_taken(&self.inner);
         match self.protocol {
             Protocol::RosterV1 => {
                 if self.resync {
                     // A snapshot is due (lag); it covers this batch or precedes it.
                     return self.poll_ready();
                 }
-                (batch.seq > self.skip_upto).then(|| Outgoing::Frame(batch.v1.clone()))
+                let frame = if self.wire { &batch.v1_wire } else { &batch.v1 };
+                (batch.seq > self.skip_upto).then(|| Outgoing::Frame(frame.clone()))
             }
             Protocol::Tutorial => {
                 if batch.tutorial.is_empty() {
                     return None;
+                }
+                if self.wire {
+                    self.frames_in_out = batch.tutorial.len() as u64;
+                    return Some(Outgoing::Frame(batch.tutorial_wire.clone()));
                 }
                 self.cursor = Some((batch, 0));
                 self.next_in_cursor()
@@ -1005,6 +1117,11 @@ fn close(code: u16) -> Outgoing {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // It will never take the latest batch: stop the hub from waiting for it.
+        let latest = lock(&self.inner.latest).clone();
+        if let Some(batch) = latest.filter(|b| b.seq > self.seen) {
+            batch.mark_taken(&self.inner);
+        }
         self.inner.socket_closed(self.user, self.id);
     }
 }

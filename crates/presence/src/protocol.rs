@@ -134,6 +134,31 @@ pub(crate) fn write_tutorial(buf: &mut Vec<u8>, username: &str, online: bool) {
     }
 }
 
+/// WebSocket opcodes (RFC 6455 §5.2) of the frames a server sends.
+pub const OPCODE_TEXT: u8 = 0x1;
+pub const OPCODE_CLOSE: u8 = 0x8;
+pub const OPCODE_PING: u8 = 0x9;
+pub const OPCODE_PONG: u8 = 0xA;
+
+/// Appends `payload` as one complete, unmasked WebSocket frame (RFC 6455 §5.2: FIN set, no
+/// extensions), as a server sends it. Server frames are the same bytes for every client, so the
+/// hub encodes each batch once and every socket writes the same buffer.
+pub fn write_ws_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    out.push(0x80 | (opcode & 0x0F));
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
 pub(crate) fn to_bytes<T: Serialize>(value: &T) -> bytes::Bytes {
     match serde_json::to_vec(value) {
         Ok(v) => v.into(),
@@ -148,6 +173,19 @@ pub(crate) fn to_bytes<T: Serialize>(value: &T) -> bytes::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_frames_have_rfc_6455_headers() {
+        let mut out = Vec::new();
+        write_ws_frame(&mut out, OPCODE_TEXT, b"Hello");
+        assert_eq!(out, b"\x81\x05Hello", "RFC 6455 5.7: a single-frame unmasked text message");
+        for (len, header) in [(125usize, vec![0x81, 125]), (126, vec![0x81, 126, 0, 126]), (65_535, vec![0x81, 126, 0xFF, 0xFF]), (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])] {
+            let mut out = Vec::new();
+            write_ws_frame(&mut out, OPCODE_TEXT, &vec![b'x'; len]);
+            assert_eq!(&out[..header.len()], &header[..], "length {len}");
+            assert_eq!(out.len(), header.len() + len);
+        }
+    }
 
     #[test]
     fn tutorial_frame_is_exactly_the_tutorials() {

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::settings::{redact_url, ServeArgs};
 use crate::store::Store;
+use crate::web::session::SessionCache;
 use crate::web::{self, AppState};
 
 /// A built, bound, not yet running server.
@@ -28,6 +29,41 @@ pub struct Application {
     tasks: TaskTracker,
     hub_task: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
+    /// Where socket loops run (see [`SocketRuntime`]).
+    sockets: SocketRuntime,
+}
+
+/// Socket loops run on a runtime of their own. A batch wakes every socket task at once; on the
+/// runtime that serves HTTP, those wake-ups overflow into the shared queue, and a request whose
+/// database answer arrives behind 10,000 of them waits a whole fan-out: measured with 10,000
+/// watchers, most socket opens of a storm timed out waiting for a database connection (503).
+/// On their own runtime (with the hub task, so a batch's wake-ups are local to it), sockets
+/// queue behind sockets and requests behind requests; the OS shares the cores between the two.
+struct SocketRuntime(Option<tokio::runtime::Runtime>);
+
+impl SocketRuntime {
+    fn new() -> std::io::Result<SocketRuntime> {
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("roster-sockets")
+            .enable_time()
+            .build()?;
+        Ok(SocketRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("the socket runtime lives as long as the application").handle().clone()
+    }
+}
+
+impl Drop for SocketRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside the main runtime.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// How many offline batches may wait for the database before new ones are dropped (with a
@@ -56,13 +92,20 @@ impl Application {
             max_sockets_per_user: settings.max_sockets_per_user as usize,
             queue_capacity: settings.send_queue as usize,
         };
-        let (hub, hub_task) = Hub::start(hub_config, registered, observer, shutdown.clone());
+        // The hub task runs beside the sockets it wakes (see `SocketRuntime`).
+        let sockets = SocketRuntime::new()?;
+        let (hub, hub_task) = {
+            let _on_socket_runtime = sockets.handle().enter();
+            Hub::start(hub_config, registered, observer, shutdown.clone())
+        };
 
-        tasks.spawn(reconcile_accounts(store.clone(), hub.clone(), RECONCILE_EVERY, shutdown.clone()));
+        let sessions = Arc::new(SessionCache::default());
+        tasks.spawn(reconcile_accounts(store.clone(), hub.clone(), sessions.clone(), RECONCILE_EVERY, shutdown.clone()));
 
         let listener = TcpListener::bind(settings.bind).await?;
-        let state = AppState::new(store, hub, &settings, shutdown.clone(), tasks.clone());
+        let state = AppState::new(store, hub, sessions, sockets.handle(), &settings, shutdown.clone(), tasks.clone());
         Ok(Application {
+            sockets,
             listener,
             tcp_send_buffer: settings.tcp_send_buffer as usize,
             state,
@@ -112,6 +155,7 @@ impl Application {
         if tokio::time::timeout(SHUTDOWN_WAIT, self.tasks.wait()).await.is_err() {
             tracing::warn!("some sockets did not close within {SHUTDOWN_WAIT:?}; exiting anyway");
         }
+        drop(self.sockets);
         result.map_err(Into::into)
     }
 }
@@ -127,7 +171,13 @@ const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// another node). Every `every`, the users online here are looked up in one query (O(online),
 /// never O(accounts)); a deleted user's sockets are closed and the deletion announced, an
 /// inactive user's sockets are closed (1008).
-async fn reconcile_accounts(store: Store, hub: Hub, every: std::time::Duration, shutdown: CancellationToken) {
+async fn reconcile_accounts(
+    store: Store,
+    hub: Hub,
+    sessions: Arc<SessionCache>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -151,11 +201,13 @@ async fn reconcile_accounts(store: Store, hub: Hub, every: std::time::Duration, 
             match active.get(&id) {
                 None => {
                     tracing::info!(user_id = id, "account deleted: closing its sockets");
+                    sessions.forget_user(id);
                     hub.close_user(id);
                     hub.user_deleted(id);
                 }
                 Some(false) => {
                     tracing::info!(user_id = id, "account deactivated: closing its sockets");
+                    sessions.forget_user(id);
                     hub.close_user(id);
                 }
                 Some(true) => {}

@@ -1,33 +1,53 @@
-//! `GET /users/`: the WebSocket. Checks happen before the upgrade (session, active user,
-//! `Origin`, per-user socket cap); then the socket loop relays what the presence hub sends.
+//! `GET /users/`: the WebSocket. Checks happen before the upgrade (handshake headers, session,
+//! active user, `Origin`, per-user socket cap); then the socket loop relays what the presence
+//! hub sends.
 //!
-//! The loop is generic over any `Sink`/`Stream` of messages so it can be driven without a
-//! network. Nothing a client sends changes presence: text and binary frames are ignored;
-//! only opening and closing the socket count. Knows nothing about SQL or HTML.
+//! The WebSocket layer is our own, server side only (RFC 6455, no extensions). The hub hands out
+//! frames already encoded once for every socket ([`Connection::websocket_frames`]; a tutorial
+//! batch is one buffer holding all its frames), so a socket's write is a `write` of shared
+//! bytes: no per-socket copy, and no per-socket write buffer that stays allocated after a burst.
+//! Client frames are parsed in a 256-byte buffer and data payloads are skipped unread. Nothing a
+//! client sends changes presence: text and binary frames are ignored; only opening and closing
+//! the socket count. Knows nothing about SQL or HTML.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use base64::Engine;
+use bytes::{Buf, Bytes};
+use hyper_util::rt::TokioIo;
+use presence::protocol::{write_ws_frame, CLOSE_GOING_AWAY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG};
 use presence::{ConnectError, Connection, Outgoing, Protocol, SessionKey, UserRef};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::web::session::MaybeUser;
 use crate::web::AppState;
 
-/// Largest frame or message a client may send; anything bigger closes the socket (1009).
+/// Largest message a client may send; anything bigger closes the socket (1009).
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
-/// tungstenite's default read buffer is 128 KiB per socket; our clients send almost nothing.
+/// Enough for any control frame (14-byte header + 125-byte payload); data payloads are skipped.
 const READ_BUFFER: usize = 256;
-/// Frames are collected up to this size before a write; `flush` always writes everything.
-const WRITE_BUFFER: usize = 4 * 1024;
-/// A socket whose peer stops reading may buffer at most this much before writes fail.
-const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// After our close frame, how long we read (and discard) what the peer still sends, so its
+/// close reply does not meet a closed socket and reset the connection.
+const LINGER: Duration = Duration::from_secs(1);
+/// RFC 6455 §1.3.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+// Close codes of RFC 6455 §7.4.1 used by the framing layer itself.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Liveness: a ping every `interval`; no pong (or any frame) within `timeout` drops the socket.
 #[derive(Clone, Copy, Debug)]
@@ -40,21 +60,32 @@ pub async fn users_socket(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     user: MaybeUser,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let key = match handshake_key(req.method(), req.headers()) {
+        Ok(key) => key,
+        Err((status, message)) => return refuse(status, message),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return refuse(StatusCode::UPGRADE_REQUIRED, "This connection cannot be upgraded to a WebSocket.");
+    };
+    let headers = req.headers();
     let Some(me) = user.0 else {
         return refuse(StatusCode::FORBIDDEN, "Log in to open the live list.");
     };
-    if !app.origin_allowed(&headers) {
+    if !app.origin_allowed(headers) {
         tracing::warn!(peer = %peer, "WebSocket REJECT /users/: foreign Origin");
         return refuse(StatusCode::FORBIDDEN, "This origin may not open the live list.");
     }
     let protocol = Protocol::negotiate(
-        ws.requested_protocols().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')),
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',')),
     );
     let user_ref = UserRef::new(me.user.id, me.user.username.as_str());
-    let connection = match app.hub.connect(user_ref, SessionKey::from(me.session_hash.as_str()), protocol) {
+    let mut connection = match app.hub.connect(user_ref, SessionKey::from(me.session_hash.as_str()), protocol) {
         Ok(c) => c,
         Err(ConnectError::TooManySockets { .. }) => {
             return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many open pages for this account.");
@@ -64,29 +95,79 @@ pub async fn users_socket(
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "The live list is shutting down.");
         }
     };
-    let mut ws = ws
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE);
-    if let Some(name) = protocol.subprotocol() {
-        ws.set_selected_protocol(HeaderValue::from_static(name));
-    }
+    connection.websocket_frames();
+
     let heartbeat = app.heartbeat;
     let shutdown = app.shutdown.clone();
     let user_id = me.user.id;
     let in_flight = app.tasks.token();
-    ws.on_upgrade(move |socket| async move {
+    app.sockets.spawn(async move {
         let _in_flight = in_flight;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
         tracing::info!(target: "roster::http", user_id, "WebSocket CONNECT /users/ [{peer}]");
-        let end = run(socket, connection, heartbeat, shutdown).await;
+        let end = run(TokioIo::new(upgraded), connection, heartbeat, shutdown).await;
         tracing::info!(target: "roster::http", user_id, reason = ?end, "WebSocket DISCONNECT /users/ [{peer}]");
-    })
+    });
+
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key(key.as_bytes()));
+    if let Some(name) = protocol.subprotocol() {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(name));
+    }
+    res
 }
 
 fn refuse(status: StatusCode, message: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+/// The `Sec-WebSocket-Key` of a valid opening handshake (RFC 6455 §4.2.1), or why it is not one.
+fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
+    if method != Method::GET {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "A WebSocket handshake is a GET request."));
+    }
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return Err((StatusCode::BAD_REQUEST, "Connection header did not include 'upgrade'."));
+    }
+    if !has_token(headers, header::UPGRADE, "websocket") {
+        return Err((StatusCode::BAD_REQUEST, "Upgrade header did not include 'websocket'."));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13."));
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() && key.len() <= 64 => Ok(key.clone()),
+        _ => Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing.")),
+    }
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
+fn accept_key(key: &[u8]) -> HeaderValue {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(ACCEPT_GUID);
+    let value = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+    HeaderValue::from_str(&value).expect("base64 is a valid header value")
 }
 
 /// Why the loop ended (logged with the disconnect).
@@ -96,6 +177,8 @@ pub enum End {
     Closed(u16),
     /// The peer closed it or the connection failed.
     PeerGone,
+    /// The peer broke the protocol (or sent a message over the limit); closed with this code.
+    Violation(u16),
     /// No pong within the deadline.
     Dead,
     /// The server is stopping.
@@ -103,80 +186,432 @@ pub enum End {
 }
 
 /// Relays hub frames to the socket until one side ends. Frames already queued are written
-/// together (`feed` each, one `flush`). Client frames are read only to notice pongs and close.
-pub async fn run<S, E>(mut socket: S, mut conn: Connection, heartbeat: Heartbeat, shutdown: CancellationToken) -> End
+/// together. Client frames are read only to answer pings, notice pongs and close.
+pub async fn run<S>(io: S, mut conn: Connection, heartbeat: Heartbeat, shutdown: CancellationToken) -> End
 where
-    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (rd, mut wr) = tokio::io::split(io);
+    let mut reader = FrameReader::new(rd);
     let start = Instant::now() + heartbeat.interval;
     let mut ticker = interval_at(start, heartbeat.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // Whether we sent a close frame and should linger for the peer's reply.
+    let mut closing = false;
+    // One registration with the shared token for the socket's life, not one per batch.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
 
     let end = loop {
         tokio::select! {
             out = conn.next() => {
-                // A peer that stops reading blocks these writes; it gets until the liveness
-                // deadline (its frames meanwhile wait in the hub's bounded queue), and a
-                // shutdown still ends it at once.
-                let deadline = heartbeat.interval + heartbeat.timeout;
-                tokio::select! {
-                    // The write first: at shutdown the hub's own Close(1001) is in this batch and
-                    // must go out; the token only wins over a write that is stuck.
-                    biased;
-                    r = tokio::time::timeout(deadline, write_batch(&mut socket, &mut conn, out)) => match r {
-                        Ok(Ok(None)) => {}
-                        Ok(Ok(Some(code))) => break End::Closed(code),
-                        Ok(Err(())) => break End::PeerGone,
-                        Err(_) => break End::Dead,
+                let mut write = std::pin::pin!(write_batch(&mut wr, &mut conn, out));
+                // Most writes complete at once; only a write that waits gets a timer.
+                let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+                let written = match first {
+                    Poll::Ready(r) => Ok(r),
+                    // A peer that stops reading blocks the write; it gets until the liveness
+                    // deadline (its frames meanwhile wait in the hub's bounded queue), and a
+                    // shutdown still ends it at once.
+                    Poll::Pending => tokio::select! {
+                        // The write first: at shutdown the hub's own Close(1001) is in this batch
+                        // and must go out; the token only wins over a write that is stuck.
+                        biased;
+                        r = tokio::time::timeout(heartbeat.interval + heartbeat.timeout, write) => r,
+                        () = &mut cancelled => break End::Shutdown,
                     },
-                    () = shutdown.cancelled() => break End::Shutdown,
+                };
+                match written {
+                    Ok(Ok(None)) => {}
+                    Ok(Ok(Some(code))) => {
+                        closing = true;
+                        break End::Closed(code);
+                    }
+                    Ok(Err(_)) => break End::PeerGone,
+                    Err(_) => break End::Dead,
                 }
             }
-            msg = socket.next() => match msg {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::PeerGone,
-                Some(Ok(_)) => last_heard = Instant::now(),
+            incoming = reader.next() => match incoming {
+                Ok(Incoming::Ping(payload)) => {
+                    last_heard = Instant::now();
+                    if write_control(&mut wr, OPCODE_PONG, &payload).await.is_err() {
+                        break End::PeerGone;
+                    }
+                }
+                Ok(Incoming::Close(code)) => {
+                    // Echo the peer's code (RFC 6455 §5.5.1), then end.
+                    let _ = write_close(&mut wr, code.unwrap_or(CLOSE_NORMAL), "").await;
+                    closing = true;
+                    break End::PeerGone;
+                }
+                Ok(Incoming::Other) => last_heard = Instant::now(),
+                Err(ReadError::Violation(code)) => {
+                    let reason = if code == CLOSE_TOO_BIG { "message too big" } else { "protocol error" };
+                    let _ = write_close(&mut wr, code, reason).await;
+                    closing = true;
+                    break End::Violation(code);
+                }
+                Err(ReadError::Gone) => break End::PeerGone,
             },
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat.interval + heartbeat.timeout {
                     break End::Dead;
                 }
-                if socket.send(Message::Ping(axum::body::Bytes::from_static(b"roster"))).await.is_err() {
+                if write_control(&mut wr, OPCODE_PING, b"roster").await.is_err() {
                     break End::PeerGone;
                 }
             }
-            () = shutdown.cancelled() => {
-                let frame = CloseFrame { code: presence::protocol::CLOSE_GOING_AWAY, reason: Utf8Bytes::from_static("server restarting") };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+            () = &mut cancelled => {
+                let _ = write_close(&mut wr, CLOSE_GOING_AWAY, "server restarting").await;
+                closing = true;
                 break End::Shutdown;
             }
         }
     };
-    let _ = socket.close().await;
+    drop(conn);
+    let _ = wr.shutdown().await;
+    if closing {
+        // Read until the peer closes too (its close reply, then EOF), for at most LINGER.
+        let _ = tokio::time::timeout(LINGER, reader.drain()).await;
+    }
     end
 }
 
-/// Writes `first` and everything else already queued, then flushes once. `Ok(Some(code))`
-/// when the hub asked to close the socket (the close frame is sent), `Err` when the peer is gone.
-async fn write_batch<S>(socket: &mut S, conn: &mut Connection, first: Outgoing) -> Result<Option<u16>, ()>
+/// Writes `first` and everything else already queued, then flushes. `Ok(Some(code))` when the
+/// hub asked to close the socket (the close frame is sent), `Err` when the peer is gone.
+async fn write_batch<W>(wr: &mut W, conn: &mut Connection, first: Outgoing) -> io::Result<Option<u16>>
 where
-    S: Sink<Message> + Unpin,
+    W: AsyncWrite + Unpin,
 {
+    let mut chunks: VecDeque<Bytes> = VecDeque::new();
     let mut next = Some(first);
+    let mut close = None;
     while let Some(item) = next.take() {
         match item {
-            Outgoing::Frame(bytes) => match Utf8Bytes::try_from(bytes) {
-                Ok(text) => socket.feed(Message::Text(text)).await.map_err(|_| ())?,
-                Err(_) => tracing::error!("hub produced a frame that is not UTF-8"),
-            },
+            Outgoing::Frame(bytes) => chunks.push_back(bytes),
             Outgoing::Close { code, reason } => {
-                let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-                return Ok(Some(code));
+                close = Some((code, reason));
+                break;
             }
         }
         next = conn.try_next();
     }
-    socket.flush().await.map_err(|_| ())?;
+    write_chunks(wr, &mut chunks).await?;
+    if let Some((code, reason)) = close {
+        write_close(wr, code, reason).await?;
+        return Ok(Some(code));
+    }
+    wr.flush().await?;
     Ok(None)
+}
+
+/// Writes every chunk, several per system call where the stream supports vectored writes.
+async fn write_chunks<W>(wr: &mut W, chunks: &mut VecDeque<Bytes>) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    const MAX_SLICES: usize = 64;
+    while !chunks.is_empty() {
+        let mut n = if chunks.len() == 1 {
+            wr.write(&chunks[0]).await?
+        } else {
+            let slices: Vec<IoSlice<'_>> = chunks.iter().take(MAX_SLICES).map(|c| IoSlice::new(c)).collect();
+            wr.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = chunks.front_mut() else { break };
+            if n >= front.len() {
+                n -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_control<W: AsyncWrite + Unpin>(wr: &mut W, opcode: u8, payload: &[u8]) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(2 + payload.len());
+    write_ws_frame(&mut frame, opcode, payload);
+    wr.write_all(&frame).await?;
+    wr.flush().await
+}
+
+async fn write_close<W: AsyncWrite + Unpin>(wr: &mut W, code: u16, reason: &str) -> io::Result<()> {
+    let mut payload = code.to_be_bytes().to_vec();
+    // A control frame's payload is at most 125 bytes (our reasons are short ASCII).
+    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
+    write_control(wr, OPCODE_CLOSE, &payload).await
+}
+
+/// What the peer sent that the loop acts on.
+#[derive(Debug, PartialEq, Eq)]
+enum Incoming {
+    /// Answer with a pong carrying this payload.
+    Ping(Vec<u8>),
+    /// The peer closes, with its code if it sent one.
+    Close(Option<u16>),
+    /// A pong or (the start of) a data frame: proof of life, nothing else.
+    Other,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ReadError {
+    /// EOF or an I/O error.
+    Gone,
+    /// Close the connection with this code (1002 protocol error, 1009 too big).
+    Violation(u16),
+}
+
+/// Parses client frames (RFC 6455 §5) from a fixed 256-byte buffer. Cancel-safe: all state is
+/// in the struct, and the only await is a read into the buffer.
+struct FrameReader<R> {
+    rd: R,
+    buf: [u8; READ_BUFFER],
+    start: usize,
+    end: usize,
+    /// Payload bytes of the current data frame still to discard.
+    skip: u64,
+    /// Bytes of the current (possibly fragmented) data message so far.
+    message: u64,
+    /// A fragmented data message is in progress (continuation frames expected).
+    fragmented: bool,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R) -> Self {
+        FrameReader { rd, buf: [0; READ_BUFFER], start: 0, end: 0, skip: 0, message: 0, fragmented: false }
+    }
+
+    async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min((self.end - self.start) as u64);
+                self.start += n as usize;
+                self.skip -= n;
+                if self.skip > 0 {
+                    self.fill().await?;
+                    continue;
+                }
+            }
+            if let Some(incoming) = self.parse()? {
+                return Ok(incoming);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads and discards until EOF or an error.
+    async fn drain(&mut self) {
+        loop {
+            self.start = 0;
+            self.end = 0;
+            if self.fill().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ReadError> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            // Cannot happen: a header plus a control payload is at most 139 bytes.
+            return Err(ReadError::Violation(CLOSE_PROTOCOL_ERROR));
+        }
+        match self.rd.read(&mut self.buf[self.end..]).await {
+            Ok(0) | Err(_) => Err(ReadError::Gone),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+        }
+    }
+
+    /// One frame from the buffer if a whole header (and, for control frames, payload) is there.
+    fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
+        let violation = Err(ReadError::Violation(CLOSE_PROTOCOL_ERROR));
+        let b = &self.buf[self.start..self.end];
+        if b.len() < 2 {
+            return Ok(None);
+        }
+        let fin = b[0] & 0x80 != 0;
+        let opcode = b[0] & 0x0F;
+        // No extension was negotiated, so RSV bits must be clear; client frames must be masked.
+        if b[0] & 0x70 != 0 || b[1] & 0x80 == 0 {
+            return violation;
+        }
+        let (len, mut header) = match b[1] & 0x7F {
+            126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")), 10),
+            126 | 127 => return Ok(None),
+            n => (u64::from(n), 2),
+        };
+        header += 4;
+        if b.len() < header {
+            return Ok(None);
+        }
+        let mask = [b[header - 4], b[header - 3], b[header - 2], b[header - 1]];
+        match opcode {
+            OPCODE_CLOSE | OPCODE_PING | OPCODE_PONG => {
+                if !fin || len > 125 {
+                    return violation;
+                }
+                let total = header + len as usize;
+                if b.len() < total {
+                    return Ok(None);
+                }
+                let payload: Vec<u8> =
+                    b[header..total].iter().enumerate().map(|(i, x)| x ^ mask[i % 4]).collect();
+                self.start += total;
+                match opcode {
+                    OPCODE_PING => Ok(Some(Incoming::Ping(payload))),
+                    OPCODE_PONG => Ok(Some(Incoming::Other)),
+                    _ => match payload.len() {
+                        0 => Ok(Some(Incoming::Close(None))),
+                        1 => violation,
+                        _ => {
+                            let code = u16::from_be_bytes([payload[0], payload[1]]);
+                            // Codes a peer may send (RFC 6455 §7.4).
+                            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+                            if valid {
+                                Ok(Some(Incoming::Close(Some(code))))
+                            } else {
+                                violation
+                            }
+                        }
+                    },
+                }
+            }
+            0x0..=0x2 => {
+                // Continuation only inside a fragmented message; a new message not inside one.
+                if (opcode == 0x0) != self.fragmented {
+                    return violation;
+                }
+                self.message = if opcode == 0x0 { self.message.saturating_add(len) } else { len };
+                if self.message > MAX_CLIENT_MESSAGE as u64 {
+                    return Err(ReadError::Violation(CLOSE_TOO_BIG));
+                }
+                self.fragmented = !fin;
+                self.start += header;
+                self.skip = len;
+                Ok(Some(Incoming::Other))
+            }
+            _ => violation,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455() {
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    /// A masked client frame.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    async fn read_all(bytes: Vec<u8>) -> Vec<Result<Incoming, ReadError>> {
+        let mut reader = FrameReader::new(&bytes[..]);
+        let mut out = Vec::new();
+        loop {
+            let r = reader.next().await;
+            let stop = r.is_err() || matches!(r, Ok(Incoming::Close(_)));
+            out.push(r);
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn client_frames_are_parsed_and_data_is_skipped() {
+        let mut wire = client_frame(true, 0x1, &vec![b'x'; 70_000 - 6_000]); // 64,000 bytes: allowed
+        wire.extend(client_frame(true, OPCODE_PING, b"hi"));
+        wire.extend(client_frame(false, 0x2, b"part one"));
+        wire.extend(client_frame(true, OPCODE_PONG, b""));
+        wire.extend(client_frame(true, 0x0, b"part two"));
+        wire.extend(client_frame(true, OPCODE_CLOSE, &[0x03, 0xE8, b'b', b'y', b'e']));
+        assert_eq!(
+            read_all(wire).await,
+            vec![
+                Ok(Incoming::Other),
+                Ok(Incoming::Ping(b"hi".to_vec())),
+                Ok(Incoming::Other),
+                Ok(Incoming::Other),
+                Ok(Incoming::Other),
+                Ok(Incoming::Close(Some(1000))),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_violations_and_big_messages_are_refused() {
+        let last = |v: Vec<Result<Incoming, ReadError>>| v.into_iter().last().expect("one result");
+        let unmasked = vec![0x81, 0x02, b'h', b'i'];
+        assert_eq!(last(read_all(unmasked).await), Err(ReadError::Violation(1002)), "unmasked");
+        let mut rsv = client_frame(true, 0x1, b"x");
+        rsv[0] |= 0x40;
+        assert_eq!(last(read_all(rsv).await), Err(ReadError::Violation(1002)), "RSV1 without an extension");
+        assert_eq!(last(read_all(client_frame(true, 0x3, b"")).await), Err(ReadError::Violation(1002)), "reserved opcode");
+        assert_eq!(last(read_all(client_frame(false, OPCODE_PING, b"")).await), Err(ReadError::Violation(1002)), "fragmented ping");
+        assert_eq!(last(read_all(client_frame(true, 0x0, b"x")).await), Err(ReadError::Violation(1002)), "stray continuation");
+        assert_eq!(last(read_all(client_frame(true, OPCODE_CLOSE, &[0x03])).await), Err(ReadError::Violation(1002)), "1-byte close");
+        assert_eq!(last(read_all(client_frame(true, OPCODE_CLOSE, &[0x03, 0xED])).await), Err(ReadError::Violation(1002)), "close 1005 on the wire");
+        assert_eq!(last(read_all(client_frame(true, 0x1, &vec![b'x'; MAX_CLIENT_MESSAGE + 1])).await), Err(ReadError::Violation(1009)));
+        let mut two = client_frame(false, 0x1, &vec![b'x'; 40_000]);
+        two.extend(client_frame(true, 0x0, &vec![b'x'; 40_000]));
+        assert_eq!(last(read_all(two).await), Err(ReadError::Violation(1009)), "fragments add up");
+        assert_eq!(last(read_all(client_frame(true, 0x1, b"cut")[..5].to_vec()).await), Err(ReadError::Gone), "EOF mid-frame");
+    }
+
+    #[test]
+    fn handshakes_are_checked() {
+        let ok = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            handshake_key(&Method::GET, &h).map_err(|e| e.0)
+        };
+        let good = [("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket"), ("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")];
+        assert!(ok(&good).is_ok());
+        assert_eq!(ok(&good[1..]), Err(StatusCode::BAD_REQUEST), "no Connection: upgrade");
+        assert_eq!(ok(&[good[0], good[2], good[3]]), Err(StatusCode::BAD_REQUEST), "no Upgrade");
+        assert_eq!(ok(&[good[0], good[1], ("sec-websocket-version", "8"), good[3]]), Err(StatusCode::BAD_REQUEST), "old version");
+        assert_eq!(ok(&good[..3]), Err(StatusCode::BAD_REQUEST), "no key");
+        assert_eq!(handshake_key(&Method::POST, &HeaderMap::new()).map_err(|e| e.0), Err(StatusCode::METHOD_NOT_ALLOWED));
+    }
 }

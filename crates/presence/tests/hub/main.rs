@@ -429,7 +429,8 @@ fn expect_frame(o: Outgoing) -> Bytes {
 #[tokio::test(start_paused = true)]
 async fn stalled_connection_is_bounded_and_resynced() {
     const CAP: usize = 64;
-    let t = start(0, 10, CAP);
+    // Tick 0: every change its own batch, and no pacing (nothing reads here).
+    let t = start(0, 0, CAP);
     let mut v1 = t.open(1, "w", Protocol::RosterV1);
     let mut tut = t.open(2, "t", Protocol::Tutorial);
     let mut client = Client::default();
@@ -661,4 +662,48 @@ fn negotiate_subprotocol() {
     assert_eq!(Protocol::negotiate([]), Protocol::Tutorial);
     assert_eq!(Protocol::RosterV1.subprotocol(), Some("roster.v1"));
     assert_eq!(format!("{:?}", session("secret")), "SessionKey(<redacted>)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_batch_waits_while_the_previous_one_is_still_being_taken() {
+    let t = start(0, 100, 1024);
+    let mut a = t.open(1, "a", Protocol::RosterV1);
+    let mut b = t.open(2, "b", Protocol::RosterV1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle().await;
+    let (mut ca, mut cb) = (Client::default(), Client::default());
+    ca.drain(&mut a);
+    cb.drain(&mut b);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle().await;
+
+    // Batch N goes out at T (a lone change); the next change waits for the tick.
+    t.hub.signed_up(user(50));
+    settle().await;
+    t.hub.signed_up(user(51));
+    settle().await;
+    // `a` takes batch N just before the tick ends; `b` has not taken it yet.
+    tokio::time::advance(Duration::from_millis(99)).await;
+    settle().await;
+    ca.drain(&mut a);
+    assert_eq!(ca.signed_up, vec![50]);
+    tokio::time::advance(Duration::from_millis(2)).await;
+    settle().await;
+    assert!(a.try_next().is_none(), "the tick has passed, but the fan-out of batch N is still going");
+    // `b` takes it: the fan-out is done, and the next batch goes out at once.
+    cb.drain(&mut b);
+    assert_eq!(cb.signed_up, vec![50]);
+    settle().await;
+    ca.drain(&mut a);
+    assert_eq!(ca.signed_up, vec![50, 51]);
+
+    // A socket that stops taking batches holds the next one back only until the fan-out has
+    // made no progress for a few milliseconds.
+    t.hub.signed_up(user(52));
+    settle().await;
+    ca.drain(&mut a); // `b` never reads again
+    t.hub.signed_up(user(53));
+    let f = frame(&mut a, Duration::from_millis(150)).await;
+    ca.apply(&f);
+    assert_eq!(ca.signed_up, vec![50, 51, 52, 53]);
 }

@@ -36,6 +36,7 @@ use crate::settings::ServeArgs;
 use crate::store::Store;
 use crate::ws::Heartbeat;
 use cookies::CookieOptions;
+use session::SessionCache;
 
 /// What every handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -54,6 +55,10 @@ pub struct Shared {
     /// a shutdown waits for their close frames to go out.
     pub tasks: TaskTracker,
     allowed_origins: Vec<String>,
+    /// The runtime socket loops are spawned on (not the one serving HTTP; see `app.rs`).
+    pub sockets: tokio::runtime::Handle,
+    /// Recently looked-up sessions (shared with the account reconciler).
+    pub sessions: Arc<SessionCache>,
     /// Failed log-ins per account and per client address (locks internally, never across `.await`).
     throttle: Throttle,
 }
@@ -66,9 +71,19 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, hub: Hub, settings: &ServeArgs, shutdown: CancellationToken, tasks: TaskTracker) -> AppState {
+    pub fn new(
+        store: Store,
+        hub: Hub,
+        sessions: Arc<SessionCache>,
+        sockets: tokio::runtime::Handle,
+        settings: &ServeArgs,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> AppState {
         AppState(Arc::new(Shared {
             tasks,
+            sessions,
+            sockets,
             store,
             hub,
             heartbeat: Heartbeat { interval: settings.ping_interval, timeout: settings.ping_timeout },

@@ -195,6 +195,7 @@ pub async fn log_in(
 
     // A new session id at every log in; the old session (if any) is gone.
     if let Some(old) = &user.0 {
+        app.sessions.forget(&old.session_hash);
         app.store.delete_session(&old.session_hash).await?;
         app.hub.close_session(&presence::SessionKey::from(old.session_hash.as_str()));
     }
@@ -220,6 +221,7 @@ pub async fn log_out_form(user: MaybeUser, Extension(csrf): Extension<CsrfToken>
 #[tracing::instrument(skip_all)]
 pub async fn log_out(State(app): State<AppState>, user: MaybeUser) -> Result<Response, AppError> {
     if let Some(current) = user.0 {
+        app.sessions.forget(&current.session_hash);
         app.store.delete_session(&current.session_hash).await?;
         app.hub.close_session(&presence::SessionKey::from(current.session_hash.as_str()));
         tracing::info!(user_id = current.user.id, "logged out");

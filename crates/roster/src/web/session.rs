@@ -5,6 +5,10 @@
 //! anyone may see, `RequireUser` for pages that need a log in (anonymous: 302 to
 //! `/log_in/?next=...`). Inactive users are treated as logged out.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
@@ -50,6 +54,53 @@ pub fn session_hash(parts: &Parts) -> Option<String> {
         .map(hash_session_id)
 }
 
+/// How long a looked-up session is trusted without asking the store again.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most; a full cache drops its expired entries, then everything.
+const SESSION_CACHE_MAX: usize = 100_000;
+
+/// Sessions of active users looked up in the last [`SESSION_CACHE_TTL`], so a page and the
+/// socket it opens, or a burst of requests, cost one store query. Only valid sessions of
+/// active users are kept. Log out and log in on this node remove the entry at once, and the
+/// account reconciler removes a deleted or deactivated user's entries before closing their
+/// sockets. A session ended elsewhere (another node, `roster user set-password`) stops
+/// working here within the TTL.
+#[derive(Default)]
+pub struct SessionCache {
+    entries: Mutex<HashMap<String, (Instant, User)>>,
+}
+
+impl SessionCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, User)>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn get(&self, hash: &str, now: Instant) -> Option<User> {
+        let map = self.lock();
+        let (at, user) = map.get(hash)?;
+        (now.saturating_duration_since(*at) < SESSION_CACHE_TTL).then(|| user.clone())
+    }
+
+    pub fn put(&self, hash: String, user: User, now: Instant) {
+        let mut map = self.lock();
+        if map.len() >= SESSION_CACHE_MAX {
+            map.retain(|_, (at, _)| now.saturating_duration_since(*at) < SESSION_CACHE_TTL);
+            if map.len() >= SESSION_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(hash, (now, user));
+    }
+
+    pub fn forget(&self, hash: &str) {
+        self.lock().remove(hash);
+    }
+
+    pub fn forget_user(&self, user_id: i64) {
+        self.lock().retain(|_, (_, u)| u.id != user_id);
+    }
+}
+
 /// A logged-in, active user and the session they came with.
 #[derive(Clone, Debug)]
 pub struct AuthUser {
@@ -69,12 +120,19 @@ impl FromRequestParts<AppState> for MaybeUser {
         }
         let user = match session_hash(parts) {
             None => None,
-            Some(hash) => state
-                .store
-                .session_user(&hash, crate::now_ms())
-                .await?
-                .filter(|u| u.is_active)
-                .map(|user| AuthUser { user, session_hash: hash }),
+            Some(hash) => {
+                let now = Instant::now();
+                match state.sessions.get(&hash, now) {
+                    Some(user) => Some(AuthUser { user, session_hash: hash }),
+                    None => {
+                        let user = state.store.session_user(&hash, crate::now_ms()).await?.filter(|u| u.is_active);
+                        if let Some(u) = &user {
+                            state.sessions.put(hash.clone(), u.clone(), now);
+                        }
+                        user.map(|user| AuthUser { user, session_hash: hash })
+                    }
+                }
+            }
         };
         parts.extensions.insert(user.clone());
         Ok(MaybeUser(user))
@@ -144,6 +202,36 @@ mod tests {
     fn next_is_encoded() {
         assert_eq!(encode_next("/"), "/");
         assert_eq!(encode_next("/?page=2&q=a b"), "/%3Fpage%3D2%26q%3Da%20b");
+    }
+
+    fn user(id: i64) -> User {
+        User {
+            id,
+            username: format!("u{id}"),
+            username_key: format!("u{id}"),
+            password_hash: String::new(),
+            is_active: true,
+            is_staff: false,
+            date_joined: 0,
+            last_login: None,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn session_cache_expires_and_forgets() {
+        let cache = SessionCache::default();
+        let t0 = Instant::now();
+        cache.put("a".into(), user(1), t0);
+        cache.put("b".into(), user(1), t0);
+        cache.put("c".into(), user(2), t0);
+        assert_eq!(cache.get("a", t0).map(|u| u.id), Some(1));
+        assert!(cache.get("a", t0 + SESSION_CACHE_TTL).is_none(), "expired after the TTL");
+        cache.forget("a");
+        assert!(cache.get("a", t0).is_none());
+        cache.forget_user(1);
+        assert!(cache.get("b", t0).is_none(), "every session of a forgotten user");
+        assert_eq!(cache.get("c", t0).map(|u| u.id), Some(2), "other users stay");
     }
 
     #[test]

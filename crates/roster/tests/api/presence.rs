@@ -34,6 +34,16 @@ async fn next_not_about(ws: &mut Ws, me: &str) -> Value {
     }
 }
 
+/// Waits (with a deadline) until `username`'s last_seen is in the store.
+async fn wait_for_last_seen(server: &TestServer, username: &str) {
+    let store = server.store().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while store.user_by_key(username).await.expect("q").expect("user").last_seen.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "last_seen was never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn api_online(server: &TestServer, b: &Browser) -> BTreeSet<String> {
     let snapshot: Value = b.client.get(server.url("/api/users/")).send().await.expect("GET").json().await.expect("json");
     assert_eq!(snapshot["type"], "snapshot");
@@ -48,8 +58,8 @@ async fn watcher_sees_true_then_false_in_both_modes() {
     let mut tutorial = open(&server, Some(&alice), TUTORIAL).await.expect("tutorial socket");
     let mut v1 = open(&server, Some(&alice), V1).await.expect("v1 socket");
     let mut view = View::default();
-    view.until(&mut v1, "the snapshot", |v| v.seq.is_some()).await;
-    assert_eq!(view.registered_count, 2);
+    // The snapshot is as of the last batch (at most a tick old): bob's sign-up may come after it.
+    view.until(&mut v1, "the snapshot, then both sign-ups counted", |v| v.seq.is_some() && v.registered_count == 2).await;
 
     let b = open(&server, Some(&bob), TUTORIAL).await.expect("bob's socket");
     assert_eq!(next_about(&mut tutorial, "bob").await, tutorial_frame("bob", true));
@@ -62,12 +72,7 @@ async fn watcher_sees_true_then_false_in_both_modes() {
     assert!((crate::helpers::now_ms() - seen).abs() < 60_000, "last_seen is the time bob left: {seen}");
 
     // last_seen reaches the store and the page.
-    let store = server.store().await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while store.user_by_key("bob").await.expect("q").expect("bob").last_seen.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "last_seen was never written");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_last_seen(&server, "bob").await;
     let page = alice.client.get(server.url("/")).send().await.expect("GET").text().await.expect("body");
     assert!(page.contains(">bob: Offline</li>") && page.contains("data-seen=\"last seen "), "{page}");
     assert!(page.contains(">alice: Online</li>"), "alice's own sockets are open: {page}");
@@ -373,6 +378,8 @@ async fn the_json_api_gives_the_snapshot_and_the_paged_list() {
     assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
     close(b).await;
     assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false));
+    // The frame goes out first; bob's last_seen reaches the store just after it.
+    wait_for_last_seen(&server, "bob").await;
 
     let get = |path: &'static str| {
         let c = alice.client.clone();
@@ -399,4 +406,40 @@ async fn the_json_api_gives_the_snapshot_and_the_paged_list() {
     let snapshot = get("/api/users/").await;
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["online"], serde_json::json!([{ "id": 1, "username": "alice" }]));
+}
+
+#[tokio::test]
+async fn the_websocket_layer_answers_pings_echoes_closes_and_refuses_plain_gets() {
+    use futures_util::StreamExt;
+    let server = TestServer::start().await;
+    let alice = user_browser(&server, "alice").await;
+
+    // Not a WebSocket handshake: a clear 400, whoever asks.
+    let plain = alice.client.get(server.url("/users/")).send().await.expect("GET");
+    assert_eq!(plain.status(), StatusCode::BAD_REQUEST);
+    assert!(plain.text().await.expect("body").contains("upgrade"));
+
+    // A client's ping is answered with a pong carrying the same payload.
+    let mut ws = open(&server, Some(&alice), TUTORIAL).await.expect("socket");
+    ws.send(Message::Ping(b"are you there".to_vec().into())).await.expect("ping");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.expect("a pong within 10 s") {
+            Some(Ok(Message::Pong(p))) => {
+                assert_eq!(&p[..], b"are you there");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended before the pong: {other:?}"),
+        }
+    }
+
+    // A client's close is echoed with its code, then the server ends the connection.
+    ws.send(Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 4321.into(),
+        reason: "bye".into(),
+    })))
+    .await
+    .expect("close");
+    assert_eq!(close_code(&mut ws).await, Some(4321), "the close code is echoed");
 }
