@@ -112,14 +112,15 @@ bw = get("roster-burst", "watchers")
 ok = None if bf is None else bf >= 1_000_000
 L.append(f"| bursts ≥ 1,000,000 frames/s at {fmt(bw)} sockets | {fmt(bf)} frames/s | floor "
          f"{fmt(get('floor-burst', 'frames_per_s'))} frames/s | {verdict(ok)} |")
-sc = get("roster-storm-v1", "converge_after_storm_max_ms")
-snc = get("roster-storm-v1", "not_converged")
-sfr = get("roster-storm-v1", "frames_per_watcher_max")
-ok = None if sc is None else (sc <= 1000 and snc == 0)
-L.append(f"| storm of {fmt(get('roster-storm-v1', 'logins'))} log-ins in {fmt(get('roster-storm-v1', 'storm_seconds_requested'))} s, "
-         f"{fmt(get('roster-storm-v1', 'watchers'))} watchers (roster.v1): all converge ≤ 1 s after, bounded frames | "
-         f"max {fmt(sc)} ms after, {fmt(snc)} not converged, ≤ {fmt(sfr)} frames/watcher | floor max "
-         f"{fmt(get('floor-storm', 'converge_after_storm_max_ms'))} ms | {verdict(ok)} |")
+for rs, fs in (("roster-storm-v1", "floor-storm"), ("roster-storm-v1-small", "floor-storm-small")):
+    sc = get(rs, "converge_after_storm_max_ms")
+    snc = get(rs, "not_converged")
+    sfr = get(rs, "frames_per_watcher_max")
+    ok = None if sc is None else (sc <= 1000 and snc == 0)
+    L.append(f"| storm of {fmt(get(rs, 'logins'))} log-ins in {fmt(get(rs, 'storm_seconds_requested'))} s, "
+             f"{fmt(get(rs, 'watchers'))} watchers (roster.v1): all converge ≤ 1 s after, bounded frames | "
+             f"max {fmt(sc)} ms after, {fmt(snc)} not converged, ≤ {fmt(sfr)} frames/watcher | floor (one frame per change): "
+             f"max {fmt(get(fs, 'converge_after_storm_max_ms'))} ms, {fmt(get(fs, 'not_converged'))} not converged | {verdict(ok)} |")
 lr = get("roster-list", "requests_per_s")
 ok = None if lr is None else lr >= 2000
 L.append(f"| user list, {fmt(get('roster-seed', 'created'))} users: ≥ 2,000 requests/s | {fmt(lr)} req/s | "
@@ -164,7 +165,8 @@ L.append("| run | watchers | changes | over (s) | frames delivered | frames/s | 
 L.append("|---|---|---|---|---|---|---|---|---|---|---|")
 for label, name in (("burst: Roster (tutorial frames)", "roster-burst"), ("burst: floor", "floor-burst"),
                     ("storm: Roster (roster.v1)", "roster-storm-v1"), ("storm: Roster (tutorial frames)", "roster-storm"),
-                    ("storm: floor", "floor-storm"), ("storm: Django", "django-storm")):
+                    ("storm: floor", "floor-storm"), ("smaller storm: Roster (roster.v1)", "roster-storm-v1-small"),
+                    ("smaller storm: floor", "floor-storm-small"), ("storm: Django", "django-storm")):
     if name not in res:
         continue
     if failed_note(name):
