@@ -43,10 +43,10 @@ def fmt(v):
     return str(v)
 
 
-def ratio(a, b):
+def ratio(a, b, digits=2):
     if a is None or b in (None, 0):
         return "–"
-    return f"{a / b:.2f}×"
+    return f"{a / b:.{digits}f}×"
 
 
 def sizes(name):
@@ -74,7 +74,8 @@ L.append(f"Run `{out.name}` of `bench/run`: every figure below comes from this o
 L.append("## Machine and versions\n")
 L.append(f"- CPU: {cpu}, {os.cpu_count()} cores; memory {int(mem) // 1024 // 1024} GiB; kernel {platform.release()}")
 L.append(f"- Open-file limit per process: {sh('sh', '-c', 'ulimit -n')}")
-L.append(f"- {sh('rustc', '--version')}; bench commit `{sh('git', '-C', str(root), 'rev-parse', '--short', 'HEAD')}`")
+commit = env.get("BENCH_COMMIT") or sh('git', '-C', str(root), 'rev-parse', '--short', 'HEAD')
+L.append(f"- {sh('rustc', '--version')}; commit measured: `{commit}`{' (with uncommitted changes)' if env.get('BENCH_DIRTY') == '1' else ''}")
 rb = env.get("ROSTER_BIN", "")
 L.append(f"- Roster binary: `{rb}` ({sh(rb, '--version') if rb else '?'})")
 L.append(f"- Django peer: Python {platform.python_version()}; {peer or '?'}; {sh('redis-server', '--version')[:40]}\n")
@@ -82,8 +83,8 @@ if env.get("BENCH_NOTE"):
     L.append(f"**Note:** {env['BENCH_NOTE']}\n")
 
 # ------------------------------------------------------------------ targets
-fan = sizes("FANOUT_SIZES")
-hold_n = int(env.get("HOLD", "0") or 0)
+# Sizes from bench/run's environment, else from the result names (report.py run by hand).
+fan = sizes("FANOUT_SIZES") or sorted({int(n.rsplit("-", 1)[1]) for n in res if n.startswith(("roster-fanout-", "floor-fanout-")) and n.rsplit("-", 1)[1].isdigit()})
 L.append("## SPEC targets (single node)\n")
 L.append("| target | Roster | reference in this run | met |")
 L.append("|---|---|---|---|")
@@ -106,7 +107,7 @@ for n in fan:
     miss = get(f"roster-fanout-{n}", "missing")
     ok = None if rp is None or fp is None else (rp <= 1.25 * fp and miss == 0)
     L.append(f"| change reaches {fmt(n)} watchers, p99 ≤ 1.25× floor, 0 missing | p99 {fmt(rp)} ms, "
-             f"{fmt(miss)} missing | floor p99 {fmt(fp)} ms ({ratio(rp, fp)}) | {verdict(ok)} |")
+             f"{fmt(miss)} missing | floor p99 {fmt(fp)} ms ({ratio(rp, fp, 3)}) | {verdict(ok)} |")
 bf = get("roster-burst", "frames_per_s")
 bw = get("roster-burst", "watchers")
 ok = None if bf is None else bf >= 1_000_000
@@ -135,7 +136,7 @@ L.append("")
 # ------------------------------------------------------------------ side by side
 L.append("## Side by side\n")
 L.append("Ratios are Roster over the floor (same size, same run). The Django peer runs at sizes it survives: "
-         f"{fmt(int(env.get('DJANGO_WATCHERS', '0') or 0))} watchers (at 5,000 its connecting never finishes).\n")
+         f"{fmt(get('django-hold', 'sockets'))} watchers (at 5,000 its connecting never finishes).\n")
 L.append("### Fan-out: one change, delivery latency over every watcher (ms)\n")
 L.append("| watchers | Roster p50 | p90 | p99 | max | missing | floor p50 | p99 | max | Roster / floor p99 |")
 L.append("|---|---|---|---|---|---|---|---|---|---|")
