@@ -197,6 +197,8 @@ where
     let mut ticker = interval_at(start, heartbeat.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // How long any write may wait for a peer that does not read.
+    let write_deadline = heartbeat.interval + heartbeat.timeout;
     // Whether we sent a close frame and should linger for the peer's reply.
     let mut closing = false;
     // One registration with the shared token for the socket's life, not one per batch.
@@ -218,7 +220,7 @@ where
                         // The write first: at shutdown the hub's own Close(1001) is in this batch
                         // and must go out; the token only wins over a write that is stuck.
                         biased;
-                        r = tokio::time::timeout(heartbeat.interval + heartbeat.timeout, write) => r,
+                        r = tokio::time::timeout(write_deadline, write) => r,
                         () = &mut cancelled => break End::Shutdown,
                     },
                 };
@@ -235,20 +237,24 @@ where
             incoming = reader.next() => match incoming {
                 Ok(Incoming::Ping(payload)) => {
                     last_heard = Instant::now();
-                    if write_control(&mut wr, OPCODE_PONG, &payload).await.is_err() {
-                        break End::PeerGone;
+                    // Bounded like every write: a peer that sends pings but never reads must not
+                    // hold this task (and its registration) forever.
+                    match tokio::time::timeout(write_deadline, write_control(&mut wr, OPCODE_PONG, &payload)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break End::PeerGone,
+                        Err(_) => break End::Dead,
                     }
                 }
                 Ok(Incoming::Close(code)) => {
                     // Echo the peer's code (RFC 6455 §5.5.1), then end.
-                    let _ = write_close(&mut wr, code.unwrap_or(CLOSE_NORMAL), "").await;
+                    let _ = tokio::time::timeout(LINGER, write_close(&mut wr, code.unwrap_or(CLOSE_NORMAL), "")).await;
                     closing = true;
                     break End::PeerGone;
                 }
                 Ok(Incoming::Other) => last_heard = Instant::now(),
                 Err(ReadError::Violation(code)) => {
                     let reason = if code == CLOSE_TOO_BIG { "message too big" } else { "protocol error" };
-                    let _ = write_close(&mut wr, code, reason).await;
+                    let _ = tokio::time::timeout(LINGER, write_close(&mut wr, code, reason)).await;
                     closing = true;
                     break End::Violation(code);
                 }
@@ -258,19 +264,21 @@ where
                 if last_heard.elapsed() > heartbeat.interval + heartbeat.timeout {
                     break End::Dead;
                 }
-                if write_control(&mut wr, OPCODE_PING, b"roster").await.is_err() {
-                    break End::PeerGone;
+                match tokio::time::timeout(write_deadline, write_control(&mut wr, OPCODE_PING, b"roster")).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break End::PeerGone,
+                    Err(_) => break End::Dead,
                 }
             }
             () = &mut cancelled => {
-                let _ = write_close(&mut wr, CLOSE_GOING_AWAY, "server restarting").await;
+                let _ = tokio::time::timeout(LINGER, write_close(&mut wr, CLOSE_GOING_AWAY, "server restarting")).await;
                 closing = true;
                 break End::Shutdown;
             }
         }
     };
     drop(conn);
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, wr.shutdown()).await;
     if closing {
         // Read until the peer closes too (its close reply, then EOF), for at most LINGER.
         let _ = tokio::time::timeout(LINGER, reader.drain()).await;

@@ -443,3 +443,24 @@ async fn the_websocket_layer_answers_pings_echoes_closes_and_refuses_plain_gets(
     .expect("close");
     assert_eq!(close_code(&mut ws).await, Some(4321), "the close code is echoed");
 }
+
+#[tokio::test]
+async fn a_peer_that_sends_pings_but_never_reads_the_pongs_is_dropped() {
+    // Long ping interval: only the pong writes can end this socket, after their deadline
+    // (interval + timeout = 1.5 s).
+    let server = TestServer::start_with(&["--ping-interval", "1s", "--ping-timeout", "500ms", "--tcp-send-buffer", "4096"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");
+    let flooder = open(&server, Some(&bob), Opts { recv_buffer: Some(4096), ..TUTORIAL }).await.expect("bob");
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
+    // Bob floods pings and never reads: the server's pongs fill both socket buffers.
+    let flood = tokio::spawn(async move {
+        let mut flooder = flooder;
+        let payload = vec![b'p'; 125];
+        while flooder.send(Message::Ping(payload.clone().into())).await.is_ok() {}
+        flooder
+    });
+    assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", false), "the stuck socket was dropped");
+    flood.abort();
+}
