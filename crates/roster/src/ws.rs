@@ -197,8 +197,8 @@ where
     let mut ticker = interval_at(start, heartbeat.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    // How long any write may wait for a peer that does not read.
-    let write_deadline = heartbeat.interval + heartbeat.timeout;
+    // Liveness: how long a peer may stay silent, and how long any write may wait for it to read.
+    let deadline = heartbeat.interval + heartbeat.timeout;
     // Whether we sent a close frame and should linger for the peer's reply.
     let mut closing = false;
     // One registration with the shared token for the socket's life, not one per batch.
@@ -212,7 +212,7 @@ where
                 // Most writes complete at once; only a write that waits gets a timer.
                 let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
                 let written = match first {
-                    Poll::Ready(r) => Ok(r),
+                    Poll::Ready(r) => r.map_err(|_| End::PeerGone),
                     // A peer that stops reading blocks the write; it gets until the liveness
                     // deadline (its frames meanwhile wait in the hub's bounded queue), and a
                     // shutdown still ends it at once.
@@ -220,18 +220,17 @@ where
                         // The write first: at shutdown the hub's own Close(1001) is in this batch
                         // and must go out; the token only wins over a write that is stuck.
                         biased;
-                        r = tokio::time::timeout(write_deadline, write) => r,
+                        r = bounded(deadline, write) => r,
                         () = &mut cancelled => break End::Shutdown,
                     },
                 };
                 match written {
-                    Ok(Ok(None)) => {}
-                    Ok(Ok(Some(code))) => {
+                    Ok(None) => {}
+                    Ok(Some(code)) => {
                         closing = true;
                         break End::Closed(code);
                     }
-                    Ok(Err(_)) => break End::PeerGone,
-                    Err(_) => break End::Dead,
+                    Err(end) => break end,
                 }
             }
             incoming = reader.next() => match incoming {
@@ -239,10 +238,8 @@ where
                     last_heard = Instant::now();
                     // Bounded like every write: a peer that sends pings but never reads must not
                     // hold this task (and its registration) forever.
-                    match tokio::time::timeout(write_deadline, write_control(&mut wr, OPCODE_PONG, &payload)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break End::PeerGone,
-                        Err(_) => break End::Dead,
+                    if let Err(end) = bounded(deadline, write_control(&mut wr, OPCODE_PONG, &payload)).await {
+                        break end;
                     }
                 }
                 Ok(Incoming::Close(code)) => {
@@ -261,13 +258,11 @@ where
                 Err(ReadError::Gone) => break End::PeerGone,
             },
             _ = ticker.tick() => {
-                if last_heard.elapsed() > heartbeat.interval + heartbeat.timeout {
+                if last_heard.elapsed() > deadline {
                     break End::Dead;
                 }
-                match tokio::time::timeout(write_deadline, write_control(&mut wr, OPCODE_PING, b"roster")).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break End::PeerGone,
-                    Err(_) => break End::Dead,
+                if let Err(end) = bounded(deadline, write_control(&mut wr, OPCODE_PING, b"roster")).await {
+                    break end;
                 }
             }
             () = &mut cancelled => {
@@ -284,6 +279,16 @@ where
         let _ = tokio::time::timeout(LINGER, reader.drain()).await;
     }
     end
+}
+
+/// A write bounded by the liveness deadline: its value, or why the socket ends (the peer is
+/// gone, or it stopped reading).
+async fn bounded<T>(deadline: Duration, write: impl Future<Output = io::Result<T>>) -> Result<T, End> {
+    match tokio::time::timeout(deadline, write).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(End::PeerGone),
+        Err(_) => Err(End::Dead),
+    }
 }
 
 /// Writes `first` and everything else already queued, then flushes. `Ok(Some(code))` when the
