@@ -153,9 +153,7 @@ async fn serve_socket(
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     // Subscribe before the handshake completes so nothing sent after it is missed.
     let mut rx = tx.subscribe();
-    let mut ws =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, only_users_path, Some(config))
-            .await?;
+    let mut ws = tokio_tungstenite::accept_hdr_async_with_config(stream, only_users_path, Some(config)).await?;
     loop {
         tokio::select! {
             got = rx.recv() => {

@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{
-    self, close_reason, Diff, OfflineUser, Snapshot, WireUser, CLOSE_ACCOUNT_DISABLED,
-    CLOSE_GOING_AWAY, CLOSE_LAGGING, CLOSE_LOGGED_OUT, ROSTER_V1,
+    self, close_reason, Diff, OfflineUser, Snapshot, WireUser, CLOSE_ACCOUNT_DISABLED, CLOSE_GOING_AWAY, CLOSE_LAGGING,
+    CLOSE_LOGGED_OUT, ROSTER_V1,
 };
 use crate::state::{PresenceState, Transition};
 use crate::{UserId, UserRef};
@@ -242,9 +242,7 @@ struct SocketShared {
 
 impl SocketShared {
     fn request_close(&self, code: u16) {
-        let _ = self
-            .close
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.close.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.notify.notify_one();
     }
 }
@@ -306,10 +304,7 @@ impl Clock {
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Self {
-            base: tokio::time::Instant::now().into_std(),
-            base_unix_ms: unix,
-        }
+        Self { base: tokio::time::Instant::now().into_std(), base_unix_ms: unix }
     }
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
@@ -398,13 +393,7 @@ impl Core {
     }
 
     /// Closes every socket of `user` (or only those of `session`) without grace.
-    fn close_sockets(
-        &mut self,
-        user: UserId,
-        session: Option<&SessionKey>,
-        code: u16,
-        now: Instant,
-    ) {
+    fn close_sockets(&mut self, user: UserId, session: Option<&SessionKey>, code: u16, now: Instant) {
         let Some(u) = self.users.get_mut(&user) else {
             return;
         };
@@ -522,21 +511,11 @@ impl Inner {
             }
         }
         let tutorial_wire = Bytes::from(buf);
-        let tutorial: Box<[Bytes]> = spans
-            .iter()
-            .map(|&(start, end)| tutorial_wire.slice(start..end))
-            .collect();
+        let tutorial: Box<[Bytes]> = spans.iter().map(|&(start, end)| tutorial_wire.slice(start..end)).collect();
 
         let mut p = lock(&self.published);
         let seq = p.seq + 1;
-        let mut diff = Diff {
-            seq,
-            signed_up,
-            deleted,
-            online_count,
-            registered_count: registered,
-            ..Diff::default()
-        };
+        let mut diff = Diff { seq, signed_up, deleted, online_count, registered_count: registered, ..Diff::default() };
         for (u, last_seen) in order {
             match last_seen {
                 None => {
@@ -544,11 +523,7 @@ impl Inner {
                     p.online.insert(sort_key(&u), u);
                 }
                 Some(last_seen) => {
-                    diff.offline.push(OfflineUser {
-                        id: u.id,
-                        username: u.username.clone(),
-                        last_seen,
-                    });
+                    diff.offline.push(OfflineUser { id: u.id, username: u.username.clone(), last_seen });
                     p.online.remove(&sort_key(&u));
                 }
             }
@@ -575,8 +550,7 @@ impl Inner {
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(batch.clone());
         self.batches_sent.fetch_add(1, Ordering::Relaxed);
-        self.max_queue_depth
-            .fetch_max(self.tx.len(), Ordering::Relaxed);
+        self.max_queue_depth.fetch_max(self.tx.len(), Ordering::Relaxed);
         if !went_offline.is_empty() {
             self.observer.went_offline(&went_offline);
         }
@@ -585,10 +559,7 @@ impl Inner {
 }
 
 fn wire(u: &UserRef) -> WireUser {
-    WireUser {
-        id: u.id,
-        username: u.username.clone(),
-    }
+    WireUser { id: u.id, username: u.username.clone() }
 }
 
 fn snapshot_of(p: &Published) -> Snapshot {
@@ -717,10 +688,7 @@ impl Hub {
                 frame: None,
                 sorted: None,
             }),
-            config: HubConfig {
-                queue_capacity: capacity,
-                ..config
-            },
+            config: HubConfig { queue_capacity: capacity, ..config },
             tx,
             latest: Mutex::new(None),
             wake: Notify::new(),
@@ -743,12 +711,7 @@ impl Hub {
     }
 
     /// Registers a socket of `user` in `session`. Dropping the returned [`Connection`] closes it.
-    pub fn connect(
-        &self,
-        user: UserRef,
-        session: SessionKey,
-        protocol: Protocol,
-    ) -> Result<Connection, ConnectError> {
+    pub fn connect(&self, user: UserRef, session: SessionKey, protocol: Protocol) -> Result<Connection, ConnectError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(ConnectError::ShuttingDown);
@@ -762,29 +725,20 @@ impl Hub {
         {
             let (mut core, now) = inner.core_now();
             let core = &mut *core;
-            let local = core.users.entry(uid).or_insert_with(|| LocalUser {
-                user,
-                sockets: Vec::new(),
-                sessions: Vec::new(),
-            });
+            let local =
+                core.users.entry(uid).or_insert_with(|| LocalUser { user, sockets: Vec::new(), sessions: Vec::new() });
             if local.sockets.len() >= limit {
                 if local.sockets.is_empty() && !core.state.is_online(uid) {
                     core.users.remove(&uid);
                 }
                 return Err(ConnectError::TooManySockets { limit });
             }
-            local.sockets.push(LocalSocket {
-                id,
-                session: session.clone(),
-                shared: shared.clone(),
-            });
+            local.sockets.push(LocalSocket { id, session: session.clone(), shared: shared.clone() });
             if !local.sessions.contains(&session) {
                 if local.sessions.len() >= 2 * limit.max(1) {
                     // Forget sessions without sockets (only used to end a grace at log out).
                     let live = &local.sockets;
-                    local
-                        .sessions
-                        .retain(|s| live.iter().any(|l| l.session == *s));
+                    local.sessions.retain(|s| live.iter().any(|l| l.session == *s));
                 }
                 local.sessions.push(session.clone());
             }
@@ -898,11 +852,7 @@ impl Hub {
         let i = &self.inner;
         let (sockets_open, users_online, registered_count) = {
             let core = lock(&i.core);
-            (
-                core.sockets_open,
-                core.state.online_count(),
-                core.registered,
-            )
+            (core.sockets_open, core.state.online_count(), core.registered)
         };
         HubStats {
             sockets_open,
@@ -1025,12 +975,8 @@ impl Connection {
             let out = match self.rx.try_recv() {
                 Ok(batch) => self.take_batch(batch),
                 Err(broadcast::error::TryRecvError::Empty) => return None,
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    self.on_error(broadcast::error::RecvError::Lagged(n))
-                }
-                Err(broadcast::error::TryRecvError::Closed) => {
-                    self.on_error(broadcast::error::RecvError::Closed)
-                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.on_error(broadcast::error::RecvError::Lagged(n)),
+                Err(broadcast::error::TryRecvError::Closed) => self.on_error(broadcast::error::RecvError::Closed),
             };
             if out.is_some() {
                 return out;
@@ -1109,10 +1055,7 @@ impl Connection {
 }
 
 fn close(code: u16) -> Outgoing {
-    Outgoing::Close {
-        code,
-        reason: close_reason(code),
-    }
+    Outgoing::Close { code, reason: close_reason(code) }
 }
 
 impl Drop for Connection {

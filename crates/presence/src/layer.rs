@@ -79,17 +79,11 @@ pub trait Layer: Send + Sync + 'static {
     /// A bounded stream of every message published from now on. Lag policy: when the receiver
     /// falls `capacity` messages behind it gets `Lagged`, and the node must resync from the
     /// shared presence (`live_nodes` + `node_presence`).
-    fn subscribe(
-        &self,
-    ) -> impl Future<Output = Result<broadcast::Receiver<Arc<LayerMessage>>, LayerError>> + Send;
+    fn subscribe(&self) -> impl Future<Output = Result<broadcast::Receiver<Arc<LayerMessage>>, LayerError>> + Send;
 
     /// Marks `node` alive for `ttl` from now. A node that stops calling this disappears from
     /// `live_nodes`, and its presence with it, within `ttl`.
-    fn heartbeat(
-        &self,
-        node: &NodeId,
-        ttl: Duration,
-    ) -> impl Future<Output = Result<(), LayerError>> + Send;
+    fn heartbeat(&self, node: &NodeId, ttl: Duration) -> impl Future<Output = Result<(), LayerError>> + Send;
 
     /// Nodes whose heartbeat has not lapsed.
     fn live_nodes(&self) -> impl Future<Output = Result<Vec<NodeId>, LayerError>> + Send;
@@ -103,10 +97,7 @@ pub trait Layer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), LayerError>> + Send;
 
     /// The users with sockets on `node` (empty if the node is not live).
-    fn node_presence(
-        &self,
-        node: &NodeId,
-    ) -> impl Future<Output = Result<Vec<(UserId, u32)>, LayerError>> + Send;
+    fn node_presence(&self, node: &NodeId) -> impl Future<Output = Result<Vec<(UserId, u32)>, LayerError>> + Send;
 
     /// Removes `node`'s heartbeat and presence (graceful shutdown).
     fn withdraw(&self, node: &NodeId) -> impl Future<Output = Result<(), LayerError>> + Send;
@@ -121,12 +112,7 @@ struct MemState {
 
 impl MemState {
     fn purge(&mut self, now: tokio::time::Instant) {
-        let dead: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, &exp)| exp <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let dead: Vec<NodeId> = self.nodes.iter().filter(|(_, &exp)| exp <= now).map(|(n, _)| n.clone()).collect();
         for n in dead {
             self.nodes.remove(&n);
             self.presence.remove(&n);
@@ -146,10 +132,7 @@ pub struct MemoryLayer {
 impl MemoryLayer {
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Self {
-            tx,
-            state: Arc::default(),
-        }
+        Self { tx, state: Arc::default() }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut MemState) -> T) -> T {
@@ -189,12 +172,7 @@ impl Layer for MemoryLayer {
         Ok(nodes)
     }
 
-    async fn set_user_sockets(
-        &self,
-        node: &NodeId,
-        user: UserId,
-        sockets: u32,
-    ) -> Result<(), LayerError> {
+    async fn set_user_sockets(&self, node: &NodeId, user: UserId, sockets: u32) -> Result<(), LayerError> {
         self.with(|s| {
             let p = s.presence.entry(node.clone()).or_default();
             if sockets == 0 {
@@ -211,10 +189,7 @@ impl Layer for MemoryLayer {
             if !s.nodes.contains_key(node) {
                 return Vec::new();
             }
-            s.presence
-                .get(node)
-                .map(|p| p.iter().map(|(&u, &c)| (u, c)).collect())
-                .unwrap_or_default()
+            s.presence.get(node).map(|p| p.iter().map(|(&u, &c)| (u, c)).collect()).unwrap_or_default()
         });
         v.sort_unstable();
         Ok(v)
@@ -254,21 +229,9 @@ pub mod conformance {
         // Pub/sub reaches every node, in order.
         let mut rx_a = layer_a.subscribe().await.expect("subscribe a");
         let mut rx_b = layer_b.subscribe().await.expect("subscribe b");
-        let user = WireUser {
-            id: 7,
-            username: "seven".into(),
-        };
-        let m1 = LayerMessage {
-            from: a.clone(),
-            event: LayerEvent::Online { user: user.clone() },
-        };
-        let m2 = LayerMessage {
-            from: a.clone(),
-            event: LayerEvent::Offline {
-                user,
-                last_seen: 1_700_000_000_000,
-            },
-        };
+        let user = WireUser { id: 7, username: "seven".into() };
+        let m1 = LayerMessage { from: a.clone(), event: LayerEvent::Online { user: user.clone() } };
+        let m2 = LayerMessage { from: a.clone(), event: LayerEvent::Offline { user, last_seen: 1_700_000_000_000 } };
         layer_a.publish(m1.clone()).await.expect("publish");
         layer_a.publish(m2.clone()).await.expect("publish");
         for rx in [&mut rx_a, &mut rx_b] {
@@ -282,14 +245,8 @@ pub mod conformance {
         }
 
         // Heartbeats and shared presence.
-        layer_a
-            .heartbeat(&a, Duration::from_secs(30))
-            .await
-            .expect("hb");
-        layer_b
-            .heartbeat(&b, Duration::from_millis(300))
-            .await
-            .expect("hb");
+        layer_a.heartbeat(&a, Duration::from_secs(30)).await.expect("hb");
+        layer_b.heartbeat(&b, Duration::from_millis(300)).await.expect("hb");
         layer_a.set_user_sockets(&a, 1, 2).await.expect("set");
         layer_b.set_user_sockets(&b, 2, 1).await.expect("set");
         layer_b.set_user_sockets(&b, 3, 1).await.expect("set");
@@ -300,10 +257,7 @@ pub mod conformance {
         assert!(live.contains(&a) && live.contains(&b), "{live:?}");
 
         // A node that stops its heartbeat expires with its presence.
-        eventually("node b expires", || async {
-            !layer_a.live_nodes().await.expect("live").contains(&b)
-        })
-        .await;
+        eventually("node b expires", || async { !layer_a.live_nodes().await.expect("live").contains(&b) }).await;
         assert!(layer_a.node_presence(&b).await.expect("read").is_empty());
         assert_eq!(layer_b.node_presence(&a).await.expect("read"), vec![(1, 2)]);
 
@@ -329,17 +283,8 @@ mod tests {
         let layer = MemoryLayer::new(2);
         let mut rx = layer.subscribe().await.unwrap();
         for i in 0..5 {
-            layer
-                .publish(LayerMessage {
-                    from: "n".into(),
-                    event: LayerEvent::UserDeleted { id: i },
-                })
-                .await
-                .unwrap();
+            layer.publish(LayerMessage { from: "n".into(), event: LayerEvent::UserDeleted { id: i } }).await.unwrap();
         }
-        assert!(matches!(
-            rx.recv().await,
-            Err(broadcast::error::RecvError::Lagged(3))
-        ));
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
     }
 }

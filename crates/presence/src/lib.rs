@@ -30,10 +30,7 @@ pub mod state;
 
 use std::sync::Arc;
 
-pub use hub::{
-    ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol,
-    SessionKey,
-};
+pub use hub::{ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, SessionKey};
 pub use protocol::{Snapshot, ROSTER_V1};
 
 /// A user's primary key, as stored by the server.
@@ -48,9 +45,6 @@ pub struct UserRef {
 
 impl UserRef {
     pub fn new(id: UserId, username: impl Into<Arc<str>>) -> Self {
-        Self {
-            id,
-            username: username.into(),
-        }
+        Self { id, username: username.into() }
     }
 }

@@ -124,10 +124,7 @@ pub fn parse_server_frame(text: &[u8]) -> Result<ServerFrame, serde_json::Error>
 
 /// Appends one tutorial frame to `buf`.
 pub(crate) fn write_tutorial(buf: &mut Vec<u8>, username: &str, online: bool) {
-    let frame = TutorialFrame {
-        username: Cow::Borrowed(username),
-        is_logged_in: online,
-    };
+    let frame = TutorialFrame { username: Cow::Borrowed(username), is_logged_in: online };
     // Serializing a struct of a str and a bool into a Vec cannot fail.
     if let Err(e) = serde_json::to_writer(buf, &frame) {
         tracing::error!(error = %e, "serializing a tutorial frame");
@@ -179,7 +176,12 @@ mod tests {
         let mut out = Vec::new();
         write_ws_frame(&mut out, OPCODE_TEXT, b"Hello");
         assert_eq!(out, b"\x81\x05Hello", "RFC 6455 5.7: a single-frame unmasked text message");
-        for (len, header) in [(125usize, vec![0x81, 125]), (126, vec![0x81, 126, 0, 126]), (65_535, vec![0x81, 126, 0xFF, 0xFF]), (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])] {
+        for (len, header) in [
+            (125usize, vec![0x81, 125]),
+            (126, vec![0x81, 126, 0, 126]),
+            (65_535, vec![0x81, 126, 0xFF, 0xFF]),
+            (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
             let mut out = Vec::new();
             write_ws_frame(&mut out, OPCODE_TEXT, &vec![b'x'; len]);
             assert_eq!(&out[..header.len()], &header[..], "length {len}");
@@ -191,10 +193,7 @@ mod tests {
     fn tutorial_frame_is_exactly_the_tutorials() {
         let mut buf = vec![];
         write_tutorial(&mut buf, "al\"ice", true);
-        assert_eq!(
-            std::str::from_utf8(&buf).unwrap(),
-            r#"{"username":"al\"ice","is_logged_in":true}"#
-        );
+        assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"username":"al\"ice","is_logged_in":true}"#);
         let back: TutorialFrame<'_> = serde_json::from_slice(&buf).unwrap();
         assert_eq!(back.username, "al\"ice");
     }
@@ -203,10 +202,7 @@ mod tests {
     fn snapshot_and_diff_shapes() {
         let snap = Snapshot {
             seq: 3,
-            online: vec![WireUser {
-                id: 1,
-                username: "a".into(),
-            }],
+            online: vec![WireUser { id: 1, username: "a".into() }],
             online_count: 1,
             registered_count: 2,
         };
@@ -215,21 +211,11 @@ mod tests {
             text,
             r#"{"type":"snapshot","seq":3,"online":[{"id":1,"username":"a"}],"online_count":1,"registered_count":2}"#
         );
-        assert_eq!(
-            parse_server_frame(text.as_bytes()).unwrap(),
-            ServerFrame::Snapshot(snap)
-        );
+        assert_eq!(parse_server_frame(text.as_bytes()).unwrap(), ServerFrame::Snapshot(snap));
         let diff = Diff {
             seq: 4,
-            offline: vec![OfflineUser {
-                id: 1,
-                username: "a".into(),
-                last_seen: 1700000000000,
-            }],
-            signed_up: vec![WireUser {
-                id: 2,
-                username: "b".into(),
-            }],
+            offline: vec![OfflineUser { id: 1, username: "a".into(), last_seen: 1700000000000 }],
+            signed_up: vec![WireUser { id: 2, username: "b".into() }],
             online_count: 0,
             registered_count: 2,
             ..Diff::default()
@@ -239,9 +225,6 @@ mod tests {
             text,
             r#"{"type":"diff","seq":4,"online":[],"offline":[{"id":1,"username":"a","last_seen":1700000000000}],"signed_up":[{"id":2,"username":"b"}],"online_count":0,"registered_count":2}"#
         );
-        assert_eq!(
-            parse_server_frame(text.as_bytes()).unwrap(),
-            ServerFrame::Diff(diff)
-        );
+        assert_eq!(parse_server_frame(text.as_bytes()).unwrap(), ServerFrame::Diff(diff));
     }
 }

@@ -59,11 +59,7 @@ pub struct PresenceState {
 
 impl PresenceState {
     pub fn new(grace: Duration) -> Self {
-        Self {
-            grace,
-            users: HashMap::new(),
-            deadlines: BTreeSet::new(),
-        }
+        Self { grace, users: HashMap::new(), deadlines: BTreeSet::new() }
     }
 
     pub fn grace(&self) -> Duration {
@@ -83,14 +79,7 @@ impl PresenceState {
                 e.sockets = e.sockets.saturating_add(1);
             }
             None => {
-                self.users.insert(
-                    user,
-                    Entry {
-                        sockets: 1,
-                        deadline: None,
-                        last_close: now,
-                    },
-                );
+                self.users.insert(user, Entry { sockets: 1, deadline: None, last_close: now });
                 out.push(Transition::Online(user));
             }
         }
@@ -426,9 +415,7 @@ mod tests {
     }
 
     fn truth(model: &Model, now: Instant) -> HashMap<UserId, bool> {
-        (0..4)
-            .map(|u| (u, model.users.get(&u).is_some_and(|m| m.online(now))))
-            .collect()
+        (0..4).map(|u| (u, model.users.get(&u).is_some_and(|m| m.online(now)))).collect()
     }
 
     proptest! {

@@ -111,8 +111,7 @@ pub async fn log_in(c: &Client, base: &str, user: &str, password: &str) -> Resul
     if loc.contains("log_in") {
         return Err(format!("POST {url} ({user}): redirected back to {loc}"));
     }
-    let session = set_cookie(&resp, "sessionid")
-        .ok_or_else(|| format!("POST {url} ({user}): no sessionid cookie"))?;
+    let session = set_cookie(&resp, "sessionid").ok_or_else(|| format!("POST {url} ({user}): no sessionid cookie"))?;
     let csrf = set_cookie(&resp, "csrftoken").unwrap_or(cookie);
     Ok(format!("sessionid={session}; csrftoken={csrf}"))
 }

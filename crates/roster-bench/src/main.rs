@@ -562,7 +562,9 @@ async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
     let rss2 = c.server_pid.and_then(rss_kib);
     let st = pool.stats().await?;
     let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if pool.ready.ok > 0 => json!(((b as f64 - a as f64) * 1024.0 / pool.ready.ok as f64).round()),
+        (Some(a), Some(b)) if pool.ready.ok > 0 => {
+            json!(((b as f64 - a as f64) * 1024.0 / pool.ready.ok as f64).round())
+        }
         _ => Value::Null,
     };
     let mut f = vec![
@@ -591,7 +593,10 @@ async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
 
 /// The client causing changes: a socket of the trigger user (opened/closed), or for the
 /// floor one socket that broadcasts tutorial-shaped frames.
-async fn open_drained(target: &Target, cookie: Option<&str>) -> Result<futures_util::stream::SplitSink<ws::Ws, Message>, String> {
+async fn open_drained(
+    target: &Target,
+    cookie: Option<&str>,
+) -> Result<futures_util::stream::SplitSink<ws::Ws, Message>, String> {
     let ws = ws::connect(target, cookie, None).await?;
     let (sink, mut stream) = ws.split();
     tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
@@ -619,7 +624,8 @@ async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: 
     let target = Target::new(&c.url, c.mode);
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
     let trigger = format!("{}{}", c.prefix, users);
-    let trig_cookie = if c.mode == Mode::Floor { None } else { Some(log_in_all(&c, users..users + 1).await?.remove(0)) };
+    let trig_cookie =
+        if c.mode == Mode::Floor { None } else { Some(log_in_all(&c, users..users + 1).await?.remove(0)) };
     let mut pool = Pool::start(&c, &target, specs, &trigger, None).await?;
     let quiet_secs = pool.quiet(&c).await?;
     let rss0 = c.server_pid.and_then(rss_kib);
@@ -762,8 +768,7 @@ async fn storm(
     }
     let rss_after = c.server_pid.and_then(rss_kib);
     let r = pool.report(&[]).await?;
-    let mut conv: Vec<u64> =
-        r.converged_at_us.iter().flatten().map(|t| t.saturating_sub(storm_end_us)).collect();
+    let mut conv: Vec<u64> = r.converged_at_us.iter().flatten().map(|t| t.saturating_sub(storm_end_us)).collect();
     conv.sort_unstable();
     let not_converged = r.converged_at_us.iter().filter(|t| t.is_none()).count();
     let mut frames = r.frames_since_mark.clone();
@@ -806,7 +811,9 @@ async fn storm(
         (
             "rss_bytes_per_watcher_after",
             match (rss_before, rss_after) {
-                (Some(a), Some(b)) if pool.ready.ok > 0 => json!(((b as f64 - a as f64) * 1024.0 / pool.ready.ok as f64).round()),
+                (Some(a), Some(b)) if pool.ready.ok > 0 => {
+                    json!(((b as f64 - a as f64) * 1024.0 / pool.ready.ok as f64).round())
+                }
                 _ => Value::Null,
             },
         ),
@@ -902,7 +909,10 @@ async fn list(c: Common, requests: usize, concurrency: usize, path: &str, online
             ("p50_ms", json!(ms(pct(&lat, 50.0)))),
             ("p99_ms", json!(ms(pct(&lat, 99.0)))),
             ("server_cpu_seconds", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 100.0).round() / 100.0))),
-            ("server_cpu_ms_per_request", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 1e5 / ok.max(1) as f64).round() / 100.0))),
+            (
+                "server_cpu_ms_per_request",
+                json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 1e5 / ok.max(1) as f64).round() / 100.0)),
+            ),
         ],
     );
     if let Some(pool) = pool {

@@ -53,7 +53,9 @@ pub enum Cmd {
     /// Remember every socket's frame count (start of a storm).
     Mark,
     /// Full results; latencies are matched against `changes`.
-    Report { changes: Vec<Change> },
+    Report {
+        changes: Vec<Change>,
+    },
     Exit,
 }
 
@@ -193,9 +195,7 @@ async fn run_async() -> Result<(), String> {
     };
     let words = init.storm.as_ref().map(|s| s.count.div_ceil(64) as usize).unwrap_or(0);
     let states: Arc<Vec<Mutex<SockState>>> = Arc::new(
-        (0..init.sockets.len())
-            .map(|_| Mutex::new(SockState { bits: vec![0; words], ..Default::default() }))
-            .collect(),
+        (0..init.sockets.len()).map(|_| Mutex::new(SockState { bits: vec![0; words], ..Default::default() })).collect(),
     );
     let ctx = Arc::new(Ctx { trigger: init.trigger_user.clone(), storm: init.storm.clone() });
     let target = Arc::new(init.target.clone());
@@ -223,7 +223,9 @@ async fn run_async() -> Result<(), String> {
                             ctx.on_text(&mut st, t.as_str(), recv);
                         }
                         Some(Ok(Message::Close(f))) => {
-                            break f.map(|f| format!("close {} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "close".into())
+                            break f
+                                .map(|f| format!("close {} {}", u16::from(f.code), f.reason))
+                                .unwrap_or_else(|| "close".into())
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => break format!("error: {e}"),

@@ -113,9 +113,15 @@ pub struct Transition<'a> {
 
 pub enum Parsed<'a> {
     /// A `roster.v1` snapshot: the full online list.
-    Snapshot { seq: u64, online: Vec<&'a str> },
+    Snapshot {
+        seq: u64,
+        online: Vec<&'a str>,
+    },
     /// Tutorial frame(s) or a v1 diff.
-    Changes { seq: Option<u64>, changes: Vec<Transition<'a>> },
+    Changes {
+        seq: Option<u64>,
+        changes: Vec<Transition<'a>>,
+    },
     Other,
 }
 

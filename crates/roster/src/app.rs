@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use presence::{Hub, HubConfig, PresenceObserver, UserId};
 use axum::serve::ListenerExt;
+use presence::{Hub, HubConfig, PresenceObserver, UserId};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -100,7 +100,13 @@ impl Application {
         };
 
         let sessions = Arc::new(SessionCache::default());
-        tasks.spawn(reconcile_accounts(store.clone(), hub.clone(), sessions.clone(), RECONCILE_EVERY, shutdown.clone()));
+        tasks.spawn(reconcile_accounts(
+            store.clone(),
+            hub.clone(),
+            sessions.clone(),
+            RECONCILE_EVERY,
+            shutdown.clone(),
+        ));
 
         let listener = TcpListener::bind(settings.bind).await?;
         let state = AppState::new(store, hub, sessions, sockets.handle(), &settings, shutdown.clone(), tasks.clone());
@@ -146,7 +152,7 @@ impl Application {
             }
         });
         let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { token.cancelled().await });
+            .with_graceful_shutdown(async move { token.cancelled().await });
         let result = serve.await;
         // axum does not wait for upgraded WebSocket tasks (axum#3003): the hub closes them.
         self.shutdown.cancel();

@@ -100,7 +100,10 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { db } => {
             let store = open(&db).await?;
-            println!("{:>8}  {:<30} {:<6} {:<7} {:<21} {:<21}", "id", "username", "staff", "active", "last login", "last seen");
+            println!(
+                "{:>8}  {:<30} {:<6} {:<7} {:<21} {:<21}",
+                "id", "username", "staff", "active", "last login", "last seen"
+            );
             let mut after = 0;
             loop {
                 let batch = store.list_all(after, 500).await?;
@@ -151,7 +154,8 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::ImportDjango { file, db } => {
             let store = open(&db).await?;
             let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let accounts::Imported { users, errors } = accounts::import_csv(&data[..]).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let accounts::Imported { users, errors } =
+                accounts::import_csv(&data[..]).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             for e in &errors {
                 eprintln!("skipped: {e}");
             }
@@ -202,7 +206,6 @@ fn read_new_password(username: &str) -> anyhow::Result<NewPassword> {
     if raw.is_empty() {
         bail!("the password is empty");
     }
-    NewPassword::parse(&raw, username).map_err(|errors| {
-        anyhow::anyhow!(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
-    })
+    NewPassword::parse(&raw, username)
+        .map_err(|errors| anyhow::anyhow!(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")))
 }

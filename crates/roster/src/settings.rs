@@ -96,9 +96,7 @@ pub struct DbArgs {
 
 impl fmt::Debug for DbArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DbArgs")
-            .field("database_url", &redact_url(&self.database_url))
-            .finish()
+        f.debug_struct("DbArgs").field("database_url", &redact_url(&self.database_url)).finish()
     }
 }
 
@@ -254,7 +252,8 @@ mod tests {
 
     #[test]
     fn debug_redacts_database_password() {
-        let cli = Cli::try_parse_from(["roster", "serve", "--database-url", "postgres://u:hunter2@h/db"]).expect("parses");
+        let cli =
+            Cli::try_parse_from(["roster", "serve", "--database-url", "postgres://u:hunter2@h/db"]).expect("parses");
         let Some(Command::Serve(args)) = cli.command else { panic!("serve expected") };
         assert!(!format!("{args:?}").contains("hunter2"));
     }

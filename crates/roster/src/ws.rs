@@ -486,8 +486,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if b.len() < total {
                     return Ok(None);
                 }
-                let payload: Vec<u8> =
-                    b[header..total].iter().enumerate().map(|(i, x)| x ^ mask[i % 4]).collect();
+                let payload: Vec<u8> = b[header..total].iter().enumerate().map(|(i, x)| x ^ mask[i % 4]).collect();
                 self.start += total;
                 match opcode {
                     OPCODE_PING => Ok(Some(Incoming::Ping(payload))),
@@ -598,16 +597,43 @@ mod tests {
         let mut rsv = client_frame(true, 0x1, b"x");
         rsv[0] |= 0x40;
         assert_eq!(last(read_all(rsv).await), Err(ReadError::Violation(1002)), "RSV1 without an extension");
-        assert_eq!(last(read_all(client_frame(true, 0x3, b"")).await), Err(ReadError::Violation(1002)), "reserved opcode");
-        assert_eq!(last(read_all(client_frame(false, OPCODE_PING, b"")).await), Err(ReadError::Violation(1002)), "fragmented ping");
-        assert_eq!(last(read_all(client_frame(true, 0x0, b"x")).await), Err(ReadError::Violation(1002)), "stray continuation");
-        assert_eq!(last(read_all(client_frame(true, OPCODE_CLOSE, &[0x03])).await), Err(ReadError::Violation(1002)), "1-byte close");
-        assert_eq!(last(read_all(client_frame(true, OPCODE_CLOSE, &[0x03, 0xED])).await), Err(ReadError::Violation(1002)), "close 1005 on the wire");
-        assert_eq!(last(read_all(client_frame(true, 0x1, &vec![b'x'; MAX_CLIENT_MESSAGE + 1])).await), Err(ReadError::Violation(1009)));
+        assert_eq!(
+            last(read_all(client_frame(true, 0x3, b"")).await),
+            Err(ReadError::Violation(1002)),
+            "reserved opcode"
+        );
+        assert_eq!(
+            last(read_all(client_frame(false, OPCODE_PING, b"")).await),
+            Err(ReadError::Violation(1002)),
+            "fragmented ping"
+        );
+        assert_eq!(
+            last(read_all(client_frame(true, 0x0, b"x")).await),
+            Err(ReadError::Violation(1002)),
+            "stray continuation"
+        );
+        assert_eq!(
+            last(read_all(client_frame(true, OPCODE_CLOSE, &[0x03])).await),
+            Err(ReadError::Violation(1002)),
+            "1-byte close"
+        );
+        assert_eq!(
+            last(read_all(client_frame(true, OPCODE_CLOSE, &[0x03, 0xED])).await),
+            Err(ReadError::Violation(1002)),
+            "close 1005 on the wire"
+        );
+        assert_eq!(
+            last(read_all(client_frame(true, 0x1, &vec![b'x'; MAX_CLIENT_MESSAGE + 1])).await),
+            Err(ReadError::Violation(1009))
+        );
         let mut two = client_frame(false, 0x1, &vec![b'x'; 40_000]);
         two.extend(client_frame(true, 0x0, &vec![b'x'; 40_000]));
         assert_eq!(last(read_all(two).await), Err(ReadError::Violation(1009)), "fragments add up");
-        assert_eq!(last(read_all(client_frame(true, 0x1, b"cut")[..5].to_vec()).await), Err(ReadError::Gone), "EOF mid-frame");
+        assert_eq!(
+            last(read_all(client_frame(true, 0x1, b"cut")[..5].to_vec()).await),
+            Err(ReadError::Gone),
+            "EOF mid-frame"
+        );
     }
 
     #[test]
@@ -619,12 +645,24 @@ mod tests {
             }
             handshake_key(&Method::GET, &h).map_err(|e| e.0)
         };
-        let good = [("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket"), ("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")];
+        let good = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
         assert!(ok(&good).is_ok());
         assert_eq!(ok(&good[1..]), Err(StatusCode::BAD_REQUEST), "no Connection: upgrade");
         assert_eq!(ok(&[good[0], good[2], good[3]]), Err(StatusCode::BAD_REQUEST), "no Upgrade");
-        assert_eq!(ok(&[good[0], good[1], ("sec-websocket-version", "8"), good[3]]), Err(StatusCode::BAD_REQUEST), "old version");
+        assert_eq!(
+            ok(&[good[0], good[1], ("sec-websocket-version", "8"), good[3]]),
+            Err(StatusCode::BAD_REQUEST),
+            "old version"
+        );
         assert_eq!(ok(&good[..3]), Err(StatusCode::BAD_REQUEST), "no key");
-        assert_eq!(handshake_key(&Method::POST, &HeaderMap::new()).map_err(|e| e.0), Err(StatusCode::METHOD_NOT_ALLOWED));
+        assert_eq!(
+            handshake_key(&Method::POST, &HeaderMap::new()).map_err(|e| e.0),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
     }
 }

@@ -8,8 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use presence::protocol::{parse_server_frame, ServerFrame, TutorialFrame};
 use presence::{
-    ConnectError, Connection, Hub, HubConfig, Outgoing, PresenceObserver, Protocol, SessionKey,
-    UserId, UserRef,
+    ConnectError, Connection, Hub, HubConfig, Outgoing, PresenceObserver, Protocol, SessionKey, UserId, UserRef,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -50,12 +49,7 @@ fn start(grace_ms: u64, tick_ms: u64, capacity: usize) -> TestHub {
         offline.clone(),
         shutdown.clone(),
     );
-    TestHub {
-        hub,
-        shutdown,
-        task,
-        offline,
-    }
+    TestHub { hub, shutdown, task, offline }
 }
 
 fn user(id: UserId) -> UserRef {
@@ -110,11 +104,7 @@ impl Client {
                     assert!(s.seq >= q, "snapshot seq went back: {} < {q}", s.seq);
                 }
                 self.seq = Some(s.seq);
-                self.online = s
-                    .online
-                    .iter()
-                    .map(|u| (u.id, u.username.to_string()))
-                    .collect();
+                self.online = s.online.iter().map(|u| (u.id, u.username.to_string())).collect();
                 assert_eq!(s.online_count as usize, self.online.len());
                 self.online_count = s.online_count;
                 self.registered = s.registered_count;
@@ -125,10 +115,7 @@ impl Client {
                 assert_eq!(d.seq, q + 1, "diff seq not consecutive");
                 self.seq = Some(d.seq);
                 for u in &d.offline {
-                    assert!(
-                        !d.online.iter().any(|o| o.id == u.id),
-                        "user twice in a diff"
-                    );
+                    assert!(!d.online.iter().any(|o| o.id == u.id), "user twice in a diff");
                     self.online.remove(&u.id);
                 }
                 for u in &d.online {
@@ -156,11 +143,8 @@ impl Client {
     }
 
     fn assert_matches(&self, hub: &Hub) {
-        let truth: BTreeMap<UserId, String> = hub
-            .online_users()
-            .iter()
-            .map(|u| (u.id, u.username.to_string()))
-            .collect();
+        let truth: BTreeMap<UserId, String> =
+            hub.online_users().iter().map(|u| (u.id, u.username.to_string())).collect();
         assert_eq!(self.online, truth);
         assert_eq!(self.online_count as usize, truth.len());
         assert_eq!(self.registered, hub.registered_count());
@@ -171,16 +155,10 @@ impl Client {
 async fn tutorial_watcher_sees_true_then_false_after_grace() {
     let t = start(5_000, 100, 1024);
     let mut watcher = t.open(1, "s1", Protocol::Tutorial);
-    assert_eq!(
-        tutorial(&frame(&mut watcher, SOON).await),
-        ("user1".into(), true)
-    );
+    assert_eq!(tutorial(&frame(&mut watcher, SOON).await), ("user1".into(), true));
 
     let other = t.open(2, "s2", Protocol::Tutorial);
-    assert_eq!(
-        tutorial(&frame(&mut watcher, SOON).await),
-        ("user2".into(), true)
-    );
+    assert_eq!(tutorial(&frame(&mut watcher, SOON).await), ("user2".into(), true));
     assert!(t.hub.is_online(2));
 
     let closed_at = Instant::now();
@@ -194,10 +172,7 @@ async fn tutorial_watcher_sees_true_then_false_after_grace() {
     assert!(closed_at.elapsed() >= Duration::from_secs(5));
     assert!(!t.hub.is_online(2));
     // Exactly the tutorial's two fields.
-    assert_eq!(
-        f,
-        Bytes::from_static(br#"{"username":"user2","is_logged_in":false}"#)
-    );
+    assert_eq!(f, Bytes::from_static(br#"{"username":"user2","is_logged_in":false}"#));
     let offline = t.offline.0.lock().unwrap().clone();
     assert_eq!(offline.len(), 1);
     assert_eq!(offline[0].0, 2);
@@ -221,9 +196,7 @@ async fn roster_v1_watcher_sees_snapshot_then_diffs() {
     assert!(client.online.contains_key(&2));
     drop(bob);
     let f = frame(&mut w, Duration::from_secs(2)).await;
-    let ServerFrame::Diff(d) = parse_server_frame(&f).unwrap() else {
-        panic!()
-    };
+    let ServerFrame::Diff(d) = parse_server_frame(&f).unwrap() else { panic!() };
     assert_eq!(d.offline.len(), 1);
     assert_eq!(d.offline[0].id, 2);
     assert!(d.offline[0].last_seen > 1_600_000_000_000);
@@ -285,10 +258,7 @@ async fn close_session_closes_with_4001_and_goes_offline_at_once() {
 
     // Log out of one of two sessions: its sockets close, the user stays online.
     t.hub.close_session(&session("phone"));
-    let closed = Outgoing::Close {
-        code: 4001,
-        reason: "logged out",
-    };
+    let closed = Outgoing::Close { code: 4001, reason: "logged out" };
     assert_eq!(s1.next().await, closed);
     assert_eq!(s1.try_next(), Some(closed.clone()), "close is sticky");
     assert_eq!(s2.next().await, closed);
@@ -303,10 +273,7 @@ async fn close_session_closes_with_4001_and_goes_offline_at_once() {
     t.hub.close_session(&session("laptop"));
     assert!(!t.hub.is_online(2));
     assert_eq!(other.next().await, closed);
-    assert_eq!(
-        tutorial(&frame(&mut w, SOON).await),
-        ("user2".into(), false)
-    );
+    assert_eq!(tutorial(&frame(&mut w, SOON).await), ("user2".into(), false));
     assert!(start.elapsed() < Duration::from_secs(1));
     drop(other);
     assert_eq!(t.hub.stats().sockets_open, 1);
@@ -323,10 +290,7 @@ async fn log_out_during_grace_ends_it() {
     drop(s); // the page unloads before the log out POST arrives
     t.hub.close_session(&session("s"));
     assert!(!t.hub.is_online(2));
-    assert_eq!(
-        tutorial(&frame(&mut w, SOON).await),
-        ("user2".into(), false)
-    );
+    assert_eq!(tutorial(&frame(&mut w, SOON).await), ("user2".into(), false));
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,10 +299,7 @@ async fn close_user_closes_every_session_with_1008() {
     let mut a = t.open(2, "a", Protocol::Tutorial);
     let mut b = t.open(2, "b", Protocol::Tutorial);
     t.hub.close_user(2);
-    let closed = Outgoing::Close {
-        code: 1008,
-        reason: "account disabled",
-    };
+    let closed = Outgoing::Close { code: 1008, reason: "account disabled" };
     assert_eq!(a.next().await, closed);
     assert_eq!(b.next().await, closed);
     assert!(!t.hub.is_online(2));
@@ -347,22 +308,13 @@ async fn close_user_closes_every_session_with_1008() {
 #[tokio::test(start_paused = true)]
 async fn per_user_socket_cap() {
     let t = start(5_000, 100, 1024);
-    let conns: Vec<_> = (0..4)
-        .map(|_| {
-            t.open(2, "s", Protocol::Tutorial)
-        })
-        .collect();
+    let conns: Vec<_> = (0..4).map(|_| t.open(2, "s", Protocol::Tutorial)).collect();
     assert_eq!(
-        t.hub
-            .connect(user(2), session("s"), Protocol::Tutorial)
-            .unwrap_err(),
+        t.hub.connect(user(2), session("s"), Protocol::Tutorial).unwrap_err(),
         ConnectError::TooManySockets { limit: 4 }
     );
     drop(conns);
-    assert!(t
-        .hub
-        .connect(user(2), session("s"), Protocol::Tutorial)
-        .is_ok());
+    assert!(t.hub.connect(user(2), session("s"), Protocol::Tutorial).is_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -385,10 +337,7 @@ async fn batching_sends_a_lone_change_at_once_and_coalesces_a_burst() {
     let before = client.diffs;
     client.drain(&mut v1);
     assert_eq!(client.diffs, before + 1, "lone change not sent at once");
-    assert_eq!(
-        tutorial(&tut.try_next().map(expect_frame).unwrap()),
-        ("user2".into(), true)
-    );
+    assert_eq!(tutorial(&tut.try_next().map(expect_frame).unwrap()), ("user2".into(), true));
 
     // A burst right after: one more batch, at the next tick.
     drop(c2); // offline (grace 0)
@@ -399,9 +348,7 @@ async fn batching_sends_a_lone_change_at_once_and_coalesces_a_burst() {
     settle().await;
     assert!(v1.try_next().is_none(), "a burst within the tick waits");
     let f = frame(&mut v1, Duration::from_millis(150)).await;
-    let ServerFrame::Diff(d) = parse_server_frame(&f).unwrap() else {
-        panic!()
-    };
+    let ServerFrame::Diff(d) = parse_server_frame(&f).unwrap() else { panic!() };
     let ids = |v: &[presence::protocol::WireUser]| v.iter().map(|u| u.id).collect::<Vec<_>>();
     assert_eq!(ids(&d.online), vec![3, 4]);
     assert_eq!(d.offline.iter().map(|u| u.id).collect::<Vec<_>>(), vec![2]);
@@ -445,11 +392,7 @@ async fn stalled_connection_is_bounded_and_resynced() {
     for i in 0..5_000i64 {
         let u = 10 + i % 300;
         if i % 2 == 0 {
-            held.push(
-                t.hub
-                    .connect(user(u), session(&format!("s{u}")), Protocol::Tutorial)
-                    .unwrap(),
-            );
+            held.push(t.hub.connect(user(u), session(&format!("s{u}")), Protocol::Tutorial).unwrap());
         } else {
             held.swap_remove((i as usize * 7) % held.len());
         }
@@ -460,30 +403,18 @@ async fn stalled_connection_is_bounded_and_resynced() {
     let stats = t.hub.stats();
     assert!(stats.batches_sent >= 4_000, "{stats:?}");
     assert!(stats.max_queue_depth <= CAP, "{stats:?}");
-    assert_eq!(
-        stats.max_queue_depth, CAP,
-        "the stalled sockets did fill the ring"
-    );
+    assert_eq!(stats.max_queue_depth, CAP, "the stalled sockets did fill the ring");
 
     // roster.v1: a fresh snapshot, then nothing missing.
     let f = expect_frame(v1.try_next().unwrap());
-    assert!(matches!(
-        parse_server_frame(&f).unwrap(),
-        ServerFrame::Snapshot(_)
-    ));
+    assert!(matches!(parse_server_frame(&f).unwrap(), ServerFrame::Snapshot(_)));
     client.apply(&f);
     client.drain(&mut v1);
     client.assert_matches(&t.hub);
     assert_eq!(t.hub.stats().lagging_resyncs, 1);
 
     // Tutorial: cannot take a snapshot, so it is closed (never a silent gap).
-    assert_eq!(
-        tut.try_next(),
-        Some(Outgoing::Close {
-            code: 1013,
-            reason: "lagging, reconnect"
-        })
-    );
+    assert_eq!(tut.try_next(), Some(Outgoing::Close { code: 1013, reason: "lagging, reconnect" }));
     assert_eq!(t.hub.stats().lagging_closes, 1);
 }
 
@@ -501,19 +432,13 @@ async fn joining_during_a_burst_converges() {
     };
     let mut held: Vec<Connection> = Vec::new();
     let mut late: Option<(Connection, Client)> = None;
-    let mut slow = (
-        t.open(1, "slow", Protocol::RosterV1),
-        Client::default(),
-    );
+    let mut slow = (t.open(1, "slow", Protocol::RosterV1), Client::default());
     for step in 0..3_000u32 {
         let r = next();
         match r % 10 {
             0..=4 => {
                 let u = (r >> 8) as i64 % 200 + 10;
-                if let Ok(c) = t
-                    .hub
-                    .connect(user(u), session(&format!("s{u}")), Protocol::Tutorial)
-                {
+                if let Ok(c) = t.hub.connect(user(u), session(&format!("s{u}")), Protocol::Tutorial) {
                     held.push(c);
                 }
             }
@@ -524,10 +449,7 @@ async fn joining_during_a_burst_converges() {
             _ => tokio::time::advance(Duration::from_millis(r % 120)).await,
         }
         if step == 1_000 {
-            late = Some((
-                t.open(2, "late", Protocol::RosterV1),
-                Client::default(),
-            ));
+            late = Some((t.open(2, "late", Protocol::RosterV1), Client::default()));
         }
         if let Some((c, client)) = late.as_mut() {
             client.drain(c);
@@ -545,10 +467,7 @@ async fn joining_during_a_burst_converges() {
     client.assert_matches(&t.hub);
     slow.1.drain(&mut slow.0);
     slow.1.assert_matches(&t.hub);
-    assert!(
-        slow.1.snapshots > 1,
-        "the tiny ring should have forced resyncs"
-    );
+    assert!(slow.1.snapshots > 1, "the tiny ring should have forced resyncs");
     assert!(t.hub.stats().max_queue_depth <= 8);
     assert_eq!(client.seq, slow.1.seq);
 }
@@ -574,10 +493,7 @@ async fn sign_ups_and_deletions_in_diffs_only() {
     client.drain(&mut v1);
     assert_eq!(client.signed_up, vec![50]);
     assert_eq!(client.registered, 101);
-    assert!(
-        tut.try_next().is_none(),
-        "tutorial mode sends nothing for a sign-up"
-    );
+    assert!(tut.try_next().is_none(), "tutorial mode sends nothing for a sign-up");
 
     tokio::time::advance(Duration::from_millis(500)).await;
     t.hub.user_deleted(3);
@@ -587,10 +503,7 @@ async fn sign_ups_and_deletions_in_diffs_only() {
     client.drain(&mut v1);
     assert_eq!(client.deleted, vec![3]);
     client.assert_matches(&t.hub);
-    assert_eq!(
-        tutorial(&expect_frame(tut.try_next().unwrap())),
-        ("user3".into(), false)
-    );
+    assert_eq!(tutorial(&expect_frame(tut.try_next().unwrap())), ("user3".into(), false));
     assert_eq!(t.hub.snapshot().registered_count, 100);
 }
 
@@ -601,27 +514,14 @@ async fn online_users_sorted_and_counts() {
     let _c: Vec<_> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| {
-            t.hub
-                .connect(
-                    UserRef::new(i as i64 + 1, *n),
-                    session(n),
-                    Protocol::Tutorial,
-                )
-                .unwrap()
-        })
+        .map(|(i, n)| t.hub.connect(UserRef::new(i as i64 + 1, *n), session(n), Protocol::Tutorial).unwrap())
         .collect();
     assert_eq!(t.hub.online_count(), 4, "the count is live");
     settle().await;
     tokio::time::advance(Duration::from_millis(200)).await;
     settle().await;
     // The sorted list is that of the last flushed batch.
-    let got: Vec<String> = t
-        .hub
-        .online_users()
-        .iter()
-        .map(|u| u.username.to_string())
-        .collect();
+    let got: Vec<String> = t.hub.online_users().iter().map(|u| u.username.to_string()).collect();
     assert_eq!(got, vec!["Alice", "alice2", "bob", "carol"]);
     let snap = t.hub.snapshot();
     let names: Vec<&str> = snap.online.iter().map(|u| &*u.username).collect();
@@ -637,28 +537,14 @@ async fn shutdown_closes_with_1001_and_stops_the_task() {
     let mut c = t.open(1, "w", Protocol::RosterV1);
     let _ = c.next().await; // snapshot
     t.shutdown.cancel();
-    assert_eq!(
-        c.next().await,
-        Outgoing::Close {
-            code: 1001,
-            reason: "server shutting down"
-        }
-    );
+    assert_eq!(c.next().await, Outgoing::Close { code: 1001, reason: "server shutting down" });
     tokio::time::timeout(SOON, t.task).await.unwrap().unwrap();
-    assert_eq!(
-        t.hub
-            .connect(user(2), session("x"), Protocol::Tutorial)
-            .unwrap_err(),
-        ConnectError::ShuttingDown
-    );
+    assert_eq!(t.hub.connect(user(2), session("x"), Protocol::Tutorial).unwrap_err(), ConnectError::ShuttingDown);
 }
 
 #[test]
 fn negotiate_subprotocol() {
-    assert_eq!(
-        Protocol::negotiate(["chat", "roster.v1"]),
-        Protocol::RosterV1
-    );
+    assert_eq!(Protocol::negotiate(["chat", "roster.v1"]), Protocol::RosterV1);
     assert_eq!(Protocol::negotiate([]), Protocol::Tutorial);
     assert_eq!(Protocol::RosterV1.subprotocol(), Some("roster.v1"));
     assert_eq!(format!("{:?}", session("secret")), "SessionKey(<redacted>)");

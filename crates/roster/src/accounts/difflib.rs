@@ -12,10 +12,7 @@ use std::collections::HashMap;
 pub(super) struct SequenceMatcher {
     a: Vec<char>,
     b: Vec<char>,
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "only ratio() reads it; see ratio()")
-    )]
+    #[cfg_attr(not(test), allow(dead_code, reason = "only ratio() reads it; see ratio()"))]
     /// `b2j`: for each element of `b`, the ascending indices where it occurs, minus "popular"
     /// elements when `b` has 200 or more elements (CPython's autojunk heuristic).
     b2j: HashMap<char, Vec<usize>>,
@@ -71,10 +68,7 @@ impl SequenceMatcher {
     /// `SequenceMatcher.ratio()`: 2·M/T where M is the number of matched elements. Django 5.2's
     /// validator stops at `quick_ratio`, so only tests call this today; it is kept, tested
     /// against CPython, for callers that want the exact figure.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "Django 5.2 uses quick_ratio only")
-    )]
+    #[cfg_attr(not(test), allow(dead_code, reason = "Django 5.2 uses quick_ratio only"))]
     pub(super) fn ratio(&self) -> f64 {
         let matches: usize = self.matching_blocks().iter().map(|&(_, _, k)| k).sum();
         Self::calculate_ratio(matches, self.a.len() + self.b.len())
@@ -84,13 +78,7 @@ impl SequenceMatcher {
     /// `find_longest_match(alo, ahi, blo, bhi)` with no junk (so only the first pair of
     /// extension loops can do anything; they still extend across "popular" elements, exactly
     /// as CPython does).
-    fn find_longest_match(
-        &self,
-        alo: usize,
-        ahi: usize,
-        blo: usize,
-        bhi: usize,
-    ) -> (usize, usize, usize) {
+    fn find_longest_match(&self, alo: usize, ahi: usize, blo: usize, bhi: usize) -> (usize, usize, usize) {
         let (a, b) = (&self.a, &self.b);
         let (mut besti, mut bestj, mut bestsize) = (alo, blo, 0usize);
         let mut j2len: HashMap<usize, usize> = HashMap::new();
@@ -104,11 +92,7 @@ impl SequenceMatcher {
                     if j >= bhi {
                         break;
                     }
-                    let prev = j
-                        .checked_sub(1)
-                        .and_then(|p| j2len.get(&p))
-                        .copied()
-                        .unwrap_or(0);
+                    let prev = j.checked_sub(1).and_then(|p| j2len.get(&p)).copied().unwrap_or(0);
                     let k = prev + 1;
                     newj2len.insert(j, k);
                     if k > bestsize {
@@ -125,10 +109,7 @@ impl SequenceMatcher {
             bestj -= 1;
             bestsize += 1;
         }
-        while besti + bestsize < ahi
-            && bestj + bestsize < bhi
-            && a[besti + bestsize] == b[bestj + bestsize]
-        {
+        while besti + bestsize < ahi && bestj + bestsize < bhi && a[besti + bestsize] == b[bestj + bestsize] {
             bestsize += 1;
         }
         (besti, bestj, bestsize)
@@ -178,31 +159,11 @@ mod tests {
             v("aaaa", "aa", 0.6666666666666666, 0.6666666666666666),
             v("tide", "diet", 0.25, 1.0),
             v("johnsmith", "smithjohn", 0.5555555555555556, 1.0),
-            v(
-                "Zoë Ünïcödé",
-                "zoe unicode",
-                0.45454545454545453,
-                0.45454545454545453,
-            ),
+            v("Zoë Ünïcödé", "zoe unicode", 0.45454545454545453, 0.45454545454545453),
             // b of 200+ elements: autojunk drops popular elements from b2j.
-            v(
-                &"a".repeat(10),
-                &"a".repeat(250),
-                0.07692307692307693,
-                0.07692307692307693,
-            ),
-            (
-                "ab".repeat(150),
-                format!("{}{}", "ba".repeat(120), "x".repeat(10)),
-                0.0,
-                0.8727272727272727,
-            ),
-            (
-                format!("{}q", "xyz".repeat(70)),
-                format!("q{}", "xyz".repeat(70)),
-                0.004739336492890996,
-                1.0,
-            ),
+            v(&"a".repeat(10), &"a".repeat(250), 0.07692307692307693, 0.07692307692307693),
+            ("ab".repeat(150), format!("{}{}", "ba".repeat(120), "x".repeat(10)), 0.0, 0.8727272727272727),
+            (format!("{}q", "xyz".repeat(70)), format!("q{}", "xyz".repeat(70)), 0.004739336492890996, 1.0),
         ]
     }
 
@@ -211,11 +172,7 @@ mod tests {
         for (a, b, ratio, quick) in cases() {
             let m = SequenceMatcher::new(&a, &b);
             assert_eq!(m.ratio().to_bits(), ratio.to_bits(), "ratio({a:?}, {b:?})");
-            assert_eq!(
-                m.quick_ratio().to_bits(),
-                quick.to_bits(),
-                "quick_ratio({a:?}, {b:?})"
-            );
+            assert_eq!(m.quick_ratio().to_bits(), quick.to_bits(), "quick_ratio({a:?}, {b:?})");
         }
     }
 

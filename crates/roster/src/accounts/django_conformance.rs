@@ -31,17 +31,13 @@ fn passwords_agree_with_django() {
     let mut disagreements = Vec::new();
     for &(password, username, django) in PASSWORDS {
         // The form compares with the username only when the username itself was valid.
-        let username = Username::parse(username)
-            .map(Username::into_string)
-            .unwrap_or_default();
+        let username = Username::parse(username).map(Username::into_string).unwrap_or_default();
         let ours: Vec<String> = match NewPassword::parse(password, &username) {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         };
         if ours != django {
-            disagreements.push(format!(
-                "{password:?} for {username:?}: Django {django:?}, Roster {ours:?}"
-            ));
+            disagreements.push(format!("{password:?} for {username:?}: Django {django:?}, Roster {ours:?}"));
         }
     }
     assert!(disagreements.is_empty(), "{disagreements:#?}");

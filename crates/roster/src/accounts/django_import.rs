@@ -77,15 +77,11 @@ pub enum RowErrorKind {
     NotUtf8(&'static str),
     #[error("invalid username: {0}")]
     Username(UsernameError),
-    #[error(
-        "username `{username}` duplicates line {first_line} (usernames are unique ignoring case)"
-    )]
+    #[error("username `{username}` duplicates line {first_line} (usernames are unique ignoring case)")]
     DuplicateUsername { username: String, first_line: u64 },
     #[error("empty password hash (use an unusable `!` password to import a user without one)")]
     EmptyPasswordHash,
-    #[error(
-        "unsupported password hasher `{0}`: only pbkdf2_sha256 and argon2 hashes can be imported"
-    )]
+    #[error("unsupported password hasher `{0}`: only pbkdf2_sha256 and argon2 hashes can be imported")]
     UnsupportedHasher(&'static str),
     #[error("the password field is not a Django password hash")]
     NotAHash,
@@ -106,42 +102,25 @@ pub enum ImportError {
     MissingColumn(&'static str),
 }
 
-const COLUMNS: [&str; 6] = [
-    "username",
-    "password",
-    "is_staff",
-    "is_active",
-    "date_joined",
-    "last_login",
-];
+const COLUMNS: [&str; 6] = ["username", "password", "is_staff", "is_active", "date_joined", "last_login"];
 
 /// Read a CSV export of `auth_user`. Fails only if the header is unreadable or lacks a needed
 /// column; every other problem is a [`RowError`].
 pub fn import_csv<R: Read>(reader: R) -> Result<Imported, ImportError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
     let header = csv.byte_headers().map_err(ImportError::Header)?.clone();
     let names: Vec<String> = header
         .iter()
         .enumerate()
         .map(|(i, h)| {
             let h = String::from_utf8_lossy(h);
-            let h = if i == 0 {
-                h.trim_start_matches('\u{feff}')
-            } else {
-                &h
-            };
+            let h = if i == 0 { h.trim_start_matches('\u{feff}') } else { &h };
             h.trim().to_ascii_lowercase()
         })
         .collect();
     let mut index = [0usize; 6];
     for (slot, column) in index.iter_mut().zip(COLUMNS) {
-        *slot = names
-            .iter()
-            .position(|n| n == column)
-            .ok_or(ImportError::MissingColumn(column))?;
+        *slot = names.iter().position(|n| n == column).ok_or(ImportError::MissingColumn(column))?;
     }
 
     let mut imported = Imported::default();
@@ -158,10 +137,7 @@ pub fn import_csv<R: Read>(reader: R) -> Result<Imported, ImportError> {
                         let key = user.username.key();
                         if let Some(&first_line) = seen.get(&key) {
                             let username = user.username.into_string();
-                            let kind = RowErrorKind::DuplicateUsername {
-                                username,
-                                first_line,
-                            };
+                            let kind = RowErrorKind::DuplicateUsername { username, first_line };
                             imported.errors.push(RowError { line, kind });
                         } else {
                             seen.insert(key, line);
@@ -184,15 +160,9 @@ pub fn import_csv<R: Read>(reader: R) -> Result<Imported, ImportError> {
     Ok(imported)
 }
 
-fn field<'r>(
-    record: &'r csv::ByteRecord,
-    index: &[usize; 6],
-    which: usize,
-) -> Result<&'r str, RowErrorKind> {
+fn field<'r>(record: &'r csv::ByteRecord, index: &[usize; 6], which: usize) -> Result<&'r str, RowErrorKind> {
     let column = COLUMNS[which];
-    let bytes = record
-        .get(index[which])
-        .ok_or(RowErrorKind::MissingField(column))?;
+    let bytes = record.get(index[which]).ok_or(RowErrorKind::MissingField(column))?;
     std::str::from_utf8(bytes).map_err(|_| RowErrorKind::NotUtf8(column))
 }
 
@@ -202,23 +172,14 @@ fn parse_row(record: &csv::ByteRecord, index: &[usize; 6]) -> Result<ImportedUse
     let is_staff = parse_bool("is_staff", field(record, index, 2)?)?;
     let is_active = parse_bool("is_active", field(record, index, 3)?)?;
     let joined = field(record, index, 4)?;
-    let date_joined_ms =
-        parse_timestamp_ms(joined).ok_or_else(|| timestamp_error("date_joined", joined))?;
+    let date_joined_ms = parse_timestamp_ms(joined).ok_or_else(|| timestamp_error("date_joined", joined))?;
     let login = field(record, index, 5)?.trim();
-    let last_login_ms = if login.is_empty() || login.eq_ignore_ascii_case("null") || login == "\\N"
-    {
+    let last_login_ms = if login.is_empty() || login.eq_ignore_ascii_case("null") || login == "\\N" {
         None
     } else {
         Some(parse_timestamp_ms(login).ok_or_else(|| timestamp_error("last_login", login))?)
     };
-    Ok(ImportedUser {
-        username,
-        password_hash,
-        is_staff,
-        is_active,
-        date_joined_ms,
-        last_login_ms,
-    })
+    Ok(ImportedUser { username, password_hash, is_staff, is_active, date_joined_ms, last_login_ms })
 }
 
 /// The other hashers Django has shipped; only these names are echoed in errors (anything else
@@ -267,20 +228,14 @@ fn import_hash(django: &str) -> Result<String, RowErrorKind> {
 }
 
 fn timestamp_error(column: &'static str, value: &str) -> RowErrorKind {
-    RowErrorKind::Timestamp {
-        column,
-        value: value.chars().take(40).collect(),
-    }
+    RowErrorKind::Timestamp { column, value: value.chars().take(40).collect() }
 }
 
 fn parse_bool(column: &'static str, value: &str) -> Result<bool, RowErrorKind> {
     match value.trim().to_ascii_lowercase().as_str() {
         "t" | "true" | "1" => Ok(true),
         "f" | "false" | "0" => Ok(false),
-        _ => Err(RowErrorKind::Bool {
-            column,
-            value: value.chars().take(40).collect(),
-        }),
+        _ => Err(RowErrorKind::Bool { column, value: value.chars().take(40).collect() }),
     }
 }
 
@@ -296,10 +251,7 @@ impl Cursor<'_> {
             return None;
         }
         self.rest = tail;
-        Some(
-            head.iter()
-                .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')),
-        )
+        Some(head.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
     }
 
     fn eat(&mut self, byte: u8) -> bool {
@@ -326,9 +278,7 @@ impl Cursor<'_> {
 /// (Django stores UTC when `USE_TZ`; SQLite exports have no offset). Fractions beyond
 /// nanoseconds are truncated; milliseconds are floored.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
-    let mut c = Cursor {
-        rest: s.trim().as_bytes(),
-    };
+    let mut c = Cursor { rest: s.trim().as_bytes() };
     let year = c.digits(4)?;
     c.eat(b'-').then_some(())?;
     let month = c.digits(2)?;
@@ -381,9 +331,7 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     let date = Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()?;
     let hms = |v: u32| u8::try_from(v).ok();
     let time = Time::from_hms_nano(hms(hour)?, hms(minute)?, hms(second)?, nanos).ok()?;
-    let nanos = PrimitiveDateTime::new(date, time)
-        .assume_offset(offset)
-        .unix_timestamp_nanos();
+    let nanos = PrimitiveDateTime::new(date, time).assume_offset(offset).unix_timestamp_nanos();
     i64::try_from(nanos.div_euclid(1_000_000)).ok()
 }
 
@@ -391,8 +339,7 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
-    const PBKDF2: &str =
-        "pbkdf2_sha256$1000$RosterSalt123456$tvTnA9ahDQctsUfcBSMh6CxfPDHnsIdp/a7ex8jzDv0=";
+    const PBKDF2: &str = "pbkdf2_sha256$1000$RosterSalt123456$tvTnA9ahDQctsUfcBSMh6CxfPDHnsIdp/a7ex8jzDv0=";
     const DJANGO_ARGON2: &str =
         "argon2$argon2id$v=19$m=102400,t=2,p=8$Um9zdGVyU2FsdDEyMzQ1Ng$pYvs6bWfI64b1zPjlUtCAru+sU1D1txTLnYpP92XqnQ";
 
@@ -417,9 +364,7 @@ mod tests {
     fn imports_a_real_django_sqlite_export() {
         let got = import(SQLITE_EXPORT);
         assert_eq!(got.errors, []);
-        let [alice, zoe, sso] = got.users.as_slice() else {
-            panic!("{:?}", got.users)
-        };
+        let [alice, zoe, sso] = got.users.as_slice() else { panic!("{:?}", got.users) };
         assert_eq!(alice.username.as_str(), "alice");
         assert_eq!(alice.date_joined_ms, 1_704_164_645_123);
         assert_eq!(alice.last_login_ms, None);
@@ -451,9 +396,7 @@ mod tests {
         );
         let got = import(&csv);
         assert_eq!(got.errors, []);
-        let [admin, zoe, sso] = got.users.as_slice() else {
-            panic!("{:?}", got.users)
-        };
+        let [admin, zoe, sso] = got.users.as_slice() else { panic!("{:?}", got.users) };
         assert_eq!(admin.username.as_str(), "admin");
         assert_eq!(admin.password_hash, PBKDF2);
         assert!(admin.is_staff && admin.is_active);
@@ -507,8 +450,7 @@ mod tests {
         let got = import(&csv);
         let names: Vec<&str> = got.users.iter().map(|u| u.username.as_str()).collect();
         assert_eq!(names, ["good", "ok2"]);
-        let errors: Vec<(u64, RowErrorKind)> =
-            got.errors.into_iter().map(|e| (e.line, e.kind)).collect();
+        let errors: Vec<(u64, RowErrorKind)> = got.errors.into_iter().map(|e| (e.line, e.kind)).collect();
         assert_eq!(
             errors,
             [
@@ -517,36 +459,12 @@ mod tests {
                 (5, RowErrorKind::NotAHash),
                 (6, RowErrorKind::EmptyPasswordHash),
                 (7, RowErrorKind::MalformedHash("pbkdf2_sha256")),
-                (
-                    8,
-                    RowErrorKind::Bool {
-                        column: "is_staff",
-                        value: "yes".into()
-                    }
-                ),
-                (
-                    9,
-                    RowErrorKind::Timestamp {
-                        column: "date_joined",
-                        value: "yesterday".into()
-                    }
-                ),
-                (
-                    10,
-                    RowErrorKind::DuplicateUsername {
-                        username: "GOOD".into(),
-                        first_line: 2
-                    }
-                ),
+                (8, RowErrorKind::Bool { column: "is_staff", value: "yes".into() }),
+                (9, RowErrorKind::Timestamp { column: "date_joined", value: "yesterday".into() }),
+                (10, RowErrorKind::DuplicateUsername { username: "GOOD".into(), first_line: 2 }),
                 (11, RowErrorKind::MissingField("is_staff")),
                 (12, RowErrorKind::Username(UsernameError::Invalid)),
-                (
-                    14,
-                    RowErrorKind::Timestamp {
-                        column: "last_login",
-                        value: "2024-13-01 00:00:00".into()
-                    }
-                ),
+                (14, RowErrorKind::Timestamp { column: "last_login", value: "2024-13-01 00:00:00".into() }),
             ]
         );
     }
@@ -556,13 +474,17 @@ mod tests {
         let got = import("username,password,is_staff,is_active,date_joined,last_login\nu,hunter2 secret,f,t,x,\nv,sekrit$word,f,t,x,\n");
         for e in &got.errors {
             let shown = e.to_string();
-            assert!(
-                !shown.contains("hunter2") && !shown.contains("sekrit"),
-                "{shown}"
-            );
+            assert!(!shown.contains("hunter2") && !shown.contains("sekrit"), "{shown}");
         }
         assert_eq!(got.errors.len(), 2);
-        assert!(!format!("{:?}", import(&format!("username,password,is_staff,is_active,date_joined,last_login\nu,{PBKDF2},f,t,2024-01-01 00:00,\n")).users).contains("tvTnA9"));
+        assert!(!format!(
+            "{:?}",
+            import(&format!(
+                "username,password,is_staff,is_active,date_joined,last_login\nu,{PBKDF2},f,t,2024-01-01 00:00,\n"
+            ))
+            .users
+        )
+        .contains("tvTnA9"));
     }
 
     #[test]
@@ -571,10 +493,7 @@ mod tests {
             import_csv("username,password,is_staff,is_active,date_joined\n".as_bytes()),
             Err(ImportError::MissingColumn("last_login"))
         ));
-        assert!(matches!(
-            import_csv("".as_bytes()),
-            Err(ImportError::MissingColumn("username"))
-        ));
+        assert!(matches!(import_csv("".as_bytes()), Err(ImportError::MissingColumn("username"))));
         // A byte-order mark and odd case/spacing in the header are fine.
         let got = import("\u{feff}Username, PASSWORD ,is_staff,is_active,date_joined,last_login\n");
         assert_eq!((got.users.len(), got.errors.len()), (0, 0));
@@ -592,14 +511,8 @@ mod tests {
         assert_eq!(ms("1969-12-31 19:00:00-05"), Some(0));
         assert_eq!(ms("1970-01-01 00:00:00.0019"), Some(1));
         assert_eq!(ms("1969-12-31 23:59:59.9995+00"), Some(-1), "floored");
-        assert_eq!(
-            ms("2024-02-29 12:34:56.123456789123+00"),
-            Some(1_709_210_096_123)
-        );
-        assert_eq!(
-            ms(" 2024-01-02 03:04:05.123456+00 "),
-            Some(1_704_164_645_123)
-        );
+        assert_eq!(ms("2024-02-29 12:34:56.123456789123+00"), Some(1_709_210_096_123));
+        assert_eq!(ms(" 2024-01-02 03:04:05.123456+00 "), Some(1_704_164_645_123));
         for bad in [
             "",
             "2024",

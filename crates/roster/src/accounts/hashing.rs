@@ -13,8 +13,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tokio::sync::Semaphore;
 
-use argon2::password_hash::{self, Output, PasswordHash, Salt, SaltString};
 use argon2::password_hash::ParamsString;
+use argon2::password_hash::{self, Output, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use sha2::Sha256;
@@ -64,14 +64,8 @@ pub enum HashError {
 }
 
 fn current_params() -> Result<Params, password_hash::Error> {
-    Ok(Params::new(
-        ARGON2_M_COST,
-        ARGON2_T_COST,
-        ARGON2_P_COST,
-        None,
-    )?)
+    Ok(Params::new(ARGON2_M_COST, ARGON2_T_COST, ARGON2_P_COST, None)?)
 }
-
 
 /// Hash `raw` with Argon2id and a fresh random salt. Blocking: ~tens of ms of CPU and 19 MiB.
 pub fn hash_blocking(raw: &str) -> Result<String, HashError> {
@@ -155,10 +149,7 @@ fn verify_inner(raw: &str, stored: &str) -> (Verification, bool) {
         (Verification::Invalid, false)
     } else if stored.starts_with('$') {
         verify_argon2(raw, stored)
-    } else if let Some(rest) = stored
-        .strip_prefix(PBKDF2_PREFIX)
-        .and_then(|r| r.strip_prefix('$'))
-    {
+    } else if let Some(rest) = stored.strip_prefix(PBKDF2_PREFIX).and_then(|r| r.strip_prefix('$')) {
         verify_pbkdf2(raw, rest)
     } else {
         (Verification::Malformed, false)
@@ -184,22 +175,11 @@ fn parse_argon2(stored: &str) -> Option<Argon2Hash<'_>> {
     let bounded = params.m_cost() <= MAX_ARGON2_M_COST
         && params.t_cost() <= MAX_ARGON2_T_COST
         && params.p_cost() <= MAX_ARGON2_P_COST;
-    (bounded && hash.salt.is_some() && hash.hash.is_some()).then_some(Argon2Hash {
-        hash,
-        algorithm,
-        version,
-        params,
-    })
+    (bounded && hash.salt.is_some() && hash.hash.is_some()).then_some(Argon2Hash { hash, algorithm, version, params })
 }
 
 fn verify_argon2(raw: &str, stored: &str) -> (Verification, bool) {
-    let Some(Argon2Hash {
-        hash,
-        algorithm,
-        version,
-        params,
-    }) = parse_argon2(stored)
-    else {
+    let Some(Argon2Hash { hash, algorithm, version, params }) = parse_argon2(stored) else {
         return (Verification::Malformed, false);
     };
     let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
@@ -220,12 +200,7 @@ fn verify_argon2(raw: &str, stored: &str) -> (Verification, bool) {
                 && params.t_cost() == ARGON2_T_COST
                 && params.p_cost() == ARGON2_P_COST
                 && params.output_len() == Some(Params::DEFAULT_OUTPUT_LEN);
-            (
-                Verification::Valid {
-                    needs_rehash: !current,
-                },
-                true,
-            )
+            (Verification::Valid { needs_rehash: !current }, true)
         }
         Err(password_hash::Error::Password) => (Verification::Invalid, true),
         Err(_) => (Verification::Malformed, false),
@@ -273,10 +248,7 @@ pub fn is_supported_hash(stored: &str) -> bool {
     if stored.starts_with('$') {
         return parse_argon2(stored).is_some();
     }
-    let Some(rest) = stored
-        .strip_prefix(PBKDF2_PREFIX)
-        .and_then(|r| r.strip_prefix('$'))
-    else {
+    let Some(rest) = stored.strip_prefix(PBKDF2_PREFIX).and_then(|r| r.strip_prefix('$')) else {
         return false;
     };
     let fields: Vec<&str> = rest.split('$').collect();
@@ -293,7 +265,8 @@ fn dummy_hash() -> Option<&'static str> {
         .get_or_init(|| {
             let salt = SaltString::encode_b64(b"roster-dummy-salt").ok()?;
             let params = current_params().ok()?;
-            let hash = argon2_phc(Algorithm::Argon2id, Version::V0x13, &params, b"not a real password", salt.as_salt()).ok()?;
+            let hash = argon2_phc(Algorithm::Argon2id, Version::V0x13, &params, b"not a real password", salt.as_salt())
+                .ok()?;
             Some(hash.to_string())
         })
         .as_deref()
@@ -355,10 +328,13 @@ mod tests {
         let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
         let params = current_params().expect("params");
         let ours = argon2_phc(Algorithm::Argon2id, Version::V0x13, &params, b"pw-1", salt.as_salt()).expect("ours");
-        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"pw-1", &salt).expect("theirs");
+        let theirs =
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"pw-1", &salt).expect("theirs");
         assert_eq!(ours.to_string(), theirs.to_string());
         // Twice, so the second run reuses pooled memory left dirty by the first.
-        let again = argon2_phc(Algorithm::Argon2id, Version::V0x13, &current_params().expect("p"), b"pw-1", salt.as_salt()).expect("again");
+        let again =
+            argon2_phc(Algorithm::Argon2id, Version::V0x13, &current_params().expect("p"), b"pw-1", salt.as_salt())
+                .expect("again");
         assert_eq!(again.to_string(), theirs.to_string());
         assert!(WORK_MEMORY.lock().expect("pool").len() <= hash_slots_count());
     }
@@ -370,8 +346,7 @@ mod tests {
     //   class Fast1000(PBKDF2PasswordHasher): iterations = 1000
     //   make_password(pw, salt="RosterSalt123456", hasher="pbkdf2_sha256")
     // and `check_password(pw, h)` was True for each.
-    const DJANGO_PBKDF2: &str =
-        "pbkdf2_sha256$1000$RosterSalt123456$tvTnA9ahDQctsUfcBSMh6CxfPDHnsIdp/a7ex8jzDv0=";
+    const DJANGO_PBKDF2: &str = "pbkdf2_sha256$1000$RosterSalt123456$tvTnA9ahDQctsUfcBSMh6CxfPDHnsIdp/a7ex8jzDv0=";
     const DJANGO_PBKDF2_UNICODE_PW: &str = "pässwörd €";
     const DJANGO_PBKDF2_UNICODE: &str =
         "pbkdf2_sha256$1000$RosterSalt123456$KiUdi5NGw5M9QsdnMu4H7Q/PwetcPfXrVXajGPm9VAM=";
@@ -394,21 +369,10 @@ mod tests {
             Ok(h) => h,
             Err(e) => panic!("{e}"),
         };
-        assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
-        );
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         assert!(!hash.contains(PASSWORD));
-        assert_eq!(
-            verify_password(PASSWORD.into(), hash.clone()).await,
-            Verification::Valid {
-                needs_rehash: false
-            }
-        );
-        assert_eq!(
-            verify_password("wrong password".into(), hash.clone()).await,
-            Verification::Invalid
-        );
+        assert_eq!(verify_password(PASSWORD.into(), hash.clone()).await, Verification::Valid { needs_rehash: false });
+        assert_eq!(verify_password("wrong password".into(), hash.clone()).await, Verification::Invalid);
         // Salted: the same password hashes differently each time.
         assert_ne!(hash_password(new_password(PASSWORD)).await.ok(), Some(hash));
     }
@@ -419,72 +383,40 @@ mod tests {
         assert!(NewPassword::parse("12345678", "").is_err());
         // base64(hashlib.pbkdf2_hmac("sha256", b"12345678", b"salt", 1000)), Django's layout.
         let old = "pbkdf2_sha256$1000$salt$i5wpR15flW4OAXGGvYYK7l1MwUSppuwVG8sggeQtUJU=";
-        assert_eq!(
-            verify_password("12345678".into(), old.into()).await,
-            Verification::Valid { needs_rehash: true }
-        );
+        assert_eq!(verify_password("12345678".into(), old.into()).await, Verification::Valid { needs_rehash: true });
         let upgraded = rehash_password("12345678".into()).await.unwrap_or_default();
-        assert_eq!(
-            verify_password("12345678".into(), upgraded).await,
-            Verification::Valid {
-                needs_rehash: false
-            }
-        );
+        assert_eq!(verify_password("12345678".into(), upgraded).await, Verification::Valid { needs_rehash: false });
     }
 
     #[test]
     fn verifies_django_pbkdf2_and_asks_for_rehash() {
-        assert_eq!(
-            verify(PASSWORD, DJANGO_PBKDF2),
-            Verification::Valid { needs_rehash: true }
-        );
-        assert_eq!(
-            verify(DJANGO_PBKDF2_UNICODE_PW, DJANGO_PBKDF2_UNICODE),
-            Verification::Valid { needs_rehash: true }
-        );
-        assert_eq!(
-            verify("Correct horse battery staple", DJANGO_PBKDF2),
-            Verification::Invalid
-        );
+        assert_eq!(verify(PASSWORD, DJANGO_PBKDF2), Verification::Valid { needs_rehash: true });
+        assert_eq!(verify(DJANGO_PBKDF2_UNICODE_PW, DJANGO_PBKDF2_UNICODE), Verification::Valid { needs_rehash: true });
+        assert_eq!(verify("Correct horse battery staple", DJANGO_PBKDF2), Verification::Invalid);
         assert_eq!(verify("", DJANGO_PBKDF2), Verification::Invalid);
     }
 
     #[test]
     fn verifies_django_argon2_and_asks_for_rehash() {
-        assert_eq!(
-            verify(PASSWORD, DJANGO_ARGON2_PHC),
-            Verification::Valid { needs_rehash: true }
-        );
+        assert_eq!(verify(PASSWORD, DJANGO_ARGON2_PHC), Verification::Valid { needs_rehash: true });
         assert_eq!(verify("nope", DJANGO_ARGON2_PHC), Verification::Invalid);
     }
 
     #[test]
     fn weaker_argon2_needs_rehash() {
-        let weak = Params::new(8_192, 1, 1, None)
-            .map(|p| Argon2::new(Algorithm::Argon2id, Version::V0x13, p));
+        let weak = Params::new(8_192, 1, 1, None).map(|p| Argon2::new(Algorithm::Argon2id, Version::V0x13, p));
         let salt = SaltString::encode_b64(b"0123456789abcdef");
         let hash = match (weak, salt) {
-            (Ok(a), Ok(s)) => a
-                .hash_password(PASSWORD.as_bytes(), &s)
-                .map(|h| h.to_string()),
+            (Ok(a), Ok(s)) => a.hash_password(PASSWORD.as_bytes(), &s).map(|h| h.to_string()),
             _ => panic!("test setup"),
         };
         let hash = hash.unwrap_or_default();
-        assert_eq!(
-            verify(PASSWORD, &hash),
-            Verification::Valid { needs_rehash: true }
-        );
+        assert_eq!(verify(PASSWORD, &hash), Verification::Valid { needs_rehash: true });
         // argon2i is verified too, and upgraded.
         let i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::default());
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap_or_else(|_| panic!("salt"));
-        let hash_i = i
-            .hash_password(PASSWORD.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default();
-        assert_eq!(
-            verify(PASSWORD, &hash_i),
-            Verification::Valid { needs_rehash: true }
-        );
+        let hash_i = i.hash_password(PASSWORD.as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default();
+        assert_eq!(verify(PASSWORD, &hash_i), Verification::Valid { needs_rehash: true });
     }
 
     #[test]
@@ -535,22 +467,13 @@ mod tests {
     #[tokio::test]
     async fn dummy_and_malformed_paths_complete() {
         dummy_verify().await;
-        assert_eq!(
-            verify_password(PASSWORD.into(), "garbage".into()).await,
-            Verification::Malformed
-        );
-        assert_eq!(
-            verify_password(PASSWORD.into(), "!x".into()).await,
-            Verification::Invalid
-        );
+        assert_eq!(verify_password(PASSWORD.into(), "garbage".into()).await, Verification::Malformed);
+        assert_eq!(verify_password(PASSWORD.into(), "!x".into()).await, Verification::Invalid);
     }
 
     #[test]
     fn hash_error_shows_no_secret() {
-        assert_eq!(
-            HashError::Task.to_string(),
-            "the password hashing task did not complete"
-        );
+        assert_eq!(HashError::Task.to_string(), "the password hashing task did not complete");
     }
 
     proptest::proptest! {

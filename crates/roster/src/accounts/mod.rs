@@ -16,9 +16,7 @@ mod unicode_tables;
 pub mod username;
 
 pub use django_import::{import_csv, ImportError, Imported, ImportedUser, RowError, RowErrorKind};
-pub use hashing::{
-    dummy_verify, hash_password, rehash_password, verify, verify_password, HashError, Verification,
-};
+pub use hashing::{dummy_verify, hash_password, rehash_password, verify, verify_password, HashError, Verification};
 pub use password::{NewPassword, PasswordError, MIN_PASSWORD_CHARS, PASSWORD_MISMATCH_MESSAGE};
 pub use throttle::{RetryAfter, Throttle};
 pub use username::{username_key, Username, UsernameError, DUPLICATE_USERNAME_MESSAGE, MAX_USERNAME_CHARS};

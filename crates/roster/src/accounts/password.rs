@@ -132,11 +132,7 @@ fn common_passwords() -> &'static HashSet<String> {
         // Django: `{x.strip() for x in f}`. The embedded list is fixed and checked by a unit
         // test, so a read error here can only mean a corrupted build; an empty set would fail
         // that test rather than panic a server.
-        reader
-            .lines()
-            .map_while(Result::ok)
-            .map(|line| python_str::strip(&line).to_owned())
-            .collect()
+        reader.lines().map_while(Result::ok).map(|line| python_str::strip(&line).to_owned()).collect()
     })
 }
 
@@ -167,23 +163,11 @@ mod tests {
 
     #[test]
     fn messages_are_djangos() {
-        assert_eq!(
-            TooShort.to_string(),
-            "This password is too short. It must contain at least 8 characters."
-        );
-        assert_eq!(
-            EntirelyNumeric.to_string(),
-            "This password is entirely numeric."
-        );
+        assert_eq!(TooShort.to_string(), "This password is too short. It must contain at least 8 characters.");
+        assert_eq!(EntirelyNumeric.to_string(), "This password is entirely numeric.");
         assert_eq!(TooCommon.to_string(), "This password is too common.");
-        assert_eq!(
-            TooSimilar.to_string(),
-            "The password is too similar to the username."
-        );
-        assert_eq!(
-            PASSWORD_MISMATCH_MESSAGE,
-            "The two password fields didn’t match."
-        );
+        assert_eq!(TooSimilar.to_string(), "The password is too similar to the username.");
+        assert_eq!(PASSWORD_MISMATCH_MESSAGE, "The two password fields didn’t match.");
     }
 
     #[test]
@@ -223,21 +207,13 @@ mod tests {
         // Every verdict in these tests was checked with Django 5.2.19's `validate_password` and the
         // four default validators.
         assert_eq!(errors("alice2024", "alice"), [TooSimilar]);
-        assert_eq!(
-            errors("ecilaxyz", "alice"),
-            [TooSimilar],
-            "quick_ratio ignores order"
-        );
+        assert_eq!(errors("ecilaxyz", "alice"), [TooSimilar], "quick_ratio ignores order");
         assert!(NewPassword::parse("alice-in-wonderland", "alice").is_ok());
         // Parts split on \W+: "john.smith" is compared with "john", "smith" and the whole.
         assert_eq!(errors("smith123", "john.smith"), [TooSimilar, TooCommon]);
         assert_eq!(errors("JohnSmith!", "john.smith"), [TooSimilar]);
         // A long password with a short username takes the length-ratio shortcut.
-        assert!(NewPassword::parse(
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
-            "ab"
-        )
-        .is_ok());
+        assert!(NewPassword::parse("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", "ab").is_ok());
         // No username (it failed to parse): nothing to compare with.
         assert_eq!(errors("alice2024", ""), Vec::<PasswordError>::new());
     }

@@ -64,10 +64,7 @@ pub(super) fn split_non_word(s: &str) -> Vec<&str> {
             Some((start, _)) => {
                 parts.push(&rest[..start]);
                 let after = &rest[start..];
-                let run = after
-                    .char_indices()
-                    .find(|&(_, c)| is_word(c))
-                    .map_or(after.len(), |(i, _)| i);
+                let run = after.char_indices().find(|&(_, c)| is_word(c)).map_or(after.len(), |(i, _)| i);
                 rest = &after[run..];
             }
         }
@@ -96,24 +93,14 @@ mod tests {
         // "\x1c".isspace() is True in Python but not char::is_whitespace in Rust.
         assert_eq!(strip("\u{1c}\t a b\u{3000}\u{a0}\n"), "a b");
         assert!(!'\u{1c}'.is_whitespace());
-        assert_eq!(
-            strip("\u{200b}x"),
-            "\u{200b}x",
-            "ZERO WIDTH SPACE is not isspace"
-        );
+        assert_eq!(strip("\u{200b}x"), "\u{200b}x", "ZERO WIDTH SPACE is not isspace");
     }
 
     #[test]
     fn isdigit_matches_python() {
         assert!(is_digit_str("0123456789"));
-        assert!(
-            is_digit_str("²③٣"),
-            "superscripts, circled and Arabic-Indic digits"
-        );
-        assert!(
-            !is_digit_str("½"),
-            "vulgar fractions are numeric but not digits"
-        );
+        assert!(is_digit_str("²③٣"), "superscripts, circled and Arabic-Indic digits");
+        assert!(!is_digit_str("½"), "vulgar fractions are numeric but not digits");
         assert!(!is_digit_str(""));
         assert!(!is_digit_str("12a"));
     }

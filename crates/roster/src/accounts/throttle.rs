@@ -27,11 +27,7 @@ impl RetryAfter {
 
 fn retry_secs(d: Duration) -> u64 {
     let whole = d.as_secs();
-    let secs = if d.subsec_nanos() > 0 {
-        whole.saturating_add(1)
-    } else {
-        whole
-    };
+    let secs = if d.subsec_nanos() > 0 { whole.saturating_add(1) } else { whole };
     secs.max(1)
 }
 
@@ -74,9 +70,7 @@ impl Throttle {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock cannot leave the map inconsistent in a way
         // that matters here, so carry on rather than propagate the poison.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn expired(&self, at: Instant, now: Instant) -> bool {
@@ -89,11 +83,7 @@ impl Throttle {
         let Some(times) = state.failures.get(key) else {
             return Ok(());
         };
-        let live: Vec<Instant> = times
-            .iter()
-            .copied()
-            .filter(|&t| !self.expired(t, now))
-            .collect();
+        let live: Vec<Instant> = times.iter().copied().filter(|&t| !self.expired(t, now)).collect();
         if live.len() < self.limit {
             return Ok(());
         }
@@ -101,10 +91,7 @@ impl Throttle {
         let oldest = live.len() - self.limit;
         let wait = live
             .get(oldest)
-            .map(|&t| {
-                t.checked_add(self.window)
-                    .map_or(Duration::MAX, |end| end.saturating_duration_since(now))
-            })
+            .map(|&t| t.checked_add(self.window).map_or(Duration::MAX, |end| end.saturating_duration_since(now)))
             .unwrap_or_default();
         Err(RetryAfter(wait))
     }
@@ -139,10 +126,7 @@ impl Throttle {
     /// Drop keys whose newest failure has left the window; at most once per window, so the
     /// cost is amortized over the failures recorded meanwhile.
     fn sweep_if_due(&self, state: &mut State, now: Instant) {
-        if state
-            .last_sweep
-            .is_some_and(|last| !self.expired(last, now))
-        {
+        if state.last_sweep.is_some_and(|last| !self.expired(last, now)) {
             return;
         }
         state.last_sweep = Some(now);
@@ -150,9 +134,7 @@ impl Throttle {
     }
 
     fn sweep(&self, state: &mut State, now: Instant) {
-        state
-            .failures
-            .retain(|_, times| times.back().is_some_and(|&t| !self.expired(t, now)));
+        state.failures.retain(|_, times| times.back().is_some_and(|&t| !self.expired(t, now)));
     }
 
     /// At the key cap: sweep, and if still full evict the least recently failed tenth of the
@@ -163,11 +145,8 @@ impl Throttle {
             return;
         }
         let evict = (self.max_keys / 10).max(1);
-        let mut newest: Vec<(Instant, String)> = state
-            .failures
-            .iter()
-            .filter_map(|(k, times)| times.back().map(|&t| (t, k.clone())))
-            .collect();
+        let mut newest: Vec<(Instant, String)> =
+            state.failures.iter().filter_map(|(k, times)| times.back().map(|&t| (t, k.clone()))).collect();
         if evict < newest.len() {
             newest.select_nth_unstable_by_key(evict, |(t, _)| *t);
             newest.truncate(evict);
@@ -192,10 +171,7 @@ mod tests {
             assert_eq!(t.check("user:alice", t0 + i * MIN), Ok(()));
             t.record_failure("user:alice", t0 + i * MIN);
         }
-        assert_eq!(
-            t.check("user:alice", t0 + 3 * MIN),
-            Err(RetryAfter(7 * MIN))
-        );
+        assert_eq!(t.check("user:alice", t0 + 3 * MIN), Err(RetryAfter(7 * MIN)));
         assert_eq!(
             t.check("user:alice", t0 + 10 * MIN - Duration::from_secs(1)),
             Err(RetryAfter(Duration::from_secs(1)))
@@ -239,10 +215,7 @@ mod tests {
         let len = t.state().failures.get("k").map(VecDeque::len);
         assert_eq!(len, Some(2));
         // Retry after is measured from the oldest failure still counted (the 999th).
-        assert_eq!(
-            t.check("k", t0 + Duration::from_millis(999)),
-            Err(RetryAfter(MIN - Duration::from_millis(1)))
-        );
+        assert_eq!(t.check("k", t0 + Duration::from_millis(999)), Err(RetryAfter(MIN - Duration::from_millis(1))));
     }
 
     #[test]
@@ -293,9 +266,6 @@ mod tests {
     fn retry_after_rounds_up_for_headers() {
         assert_eq!(RetryAfter(Duration::from_millis(1500)).as_secs_ceil(), 2);
         assert_eq!(RetryAfter(Duration::ZERO).as_secs_ceil(), 1);
-        assert_eq!(
-            RetryAfter(MIN).to_string(),
-            "too many failed attempts; retry in 60 s"
-        );
+        assert_eq!(RetryAfter(MIN).to_string(), "too many failed attempts; retry in 60 s");
     }
 }

@@ -29,9 +29,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use error::StoreError;
 pub use model::{ListQuery, ListedUser, NewUser, User};
@@ -88,16 +86,10 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(BUSY_TIMEOUT);
-            let pool = SqlitePoolOptions::new()
-                .acquire_timeout(BUSY_TIMEOUT)
-                .connect_with(options)
-                .await?;
+            let pool = SqlitePoolOptions::new().acquire_timeout(BUSY_TIMEOUT).connect_with(options).await?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .acquire_timeout(BUSY_TIMEOUT)
-                .connect(url)
-                .await?;
+            let pool = PgPoolOptions::new().acquire_timeout(BUSY_TIMEOUT).connect(url).await?;
             Ok(Store::Postgres(pool))
         } else {
             Err(StoreError::UnsupportedUrl(format!(
@@ -167,9 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_scheme_is_refused_without_leaking_the_password() {
-        let err = Store::connect("mysql://root:hunter2@db/roster")
-            .await
-            .unwrap_err();
+        let err = Store::connect("mysql://root:hunter2@db/roster").await.unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err:?}");
         assert!(!text.contains("hunter2"), "{text}");

@@ -15,8 +15,7 @@ impl Store {
         created_at: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        const SQL: &str =
-            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+        const SQL: &str = "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
         on_pool!(self, pool => sqlx::query(SQL)
             .bind(id_hash)
             .bind(user_id)

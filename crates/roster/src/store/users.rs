@@ -33,10 +33,9 @@ fn list_sql(store: &Store, filter: ListFilter) -> String {
     };
     let (from_hint, narrow) = match filter {
         ListFilter::All => ("", ""),
-        ListFilter::KeyRange => (
-            "",
-            " AND username_key >= $4 AND username_key < $5 AND username_key LIKE $6 ESCAPE '\\'",
-        ),
+        ListFilter::KeyRange => {
+            ("", " AND username_key >= $4 AND username_key < $5 AND username_key LIKE $6 ESCAPE '\\'")
+        }
         ListFilter::Like => (indexed, " AND username_key LIKE $4 ESCAPE '\\'"),
     };
     let page = format!(
@@ -89,18 +88,12 @@ impl Store {
 
     pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
         const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-        Ok(
-            on_pool!(self, pool => sqlx::query_as::<_, User>(SQL).bind(id).fetch_optional(pool).await)?,
-        )
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, User>(SQL).bind(id).fetch_optional(pool).await)?)
     }
 
     /// Looks a user up by the normalised username (NFKC + lowercase, computed by the caller).
     pub async fn user_by_key(&self, username_key: &str) -> Result<Option<User>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE username_key = $1"
-        );
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE username_key = $1");
         Ok(on_pool!(self, pool => sqlx::query_as::<_, User>(SQL)
             .bind(username_key)
             .fetch_optional(pool)
@@ -133,8 +126,7 @@ impl Store {
     /// with [`Store::delete_user_sessions`].
     pub async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM users WHERE id = $1";
-        let done =
-            on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await?.rows_affected());
+        let done = on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await?.rows_affected());
         Ok(done > 0)
     }
 
@@ -246,8 +238,7 @@ impl Store {
                 query.fetch_one(pool).await?
             }
         };
-        let mut rows: Vec<(i64, String, Option<i64>)> =
-            serde_json::from_str(&json).map_err(StoreError::Decode)?;
+        let mut rows: Vec<(i64, String, Option<i64>)> = serde_json::from_str(&json).map_err(StoreError::Decode)?;
         // The list order: most recently seen first, never seen last, then id.
         rows.sort_by(|a, b| match (a.2, b.2) {
             (Some(x), Some(y)) => y.cmp(&x).then(a.0.cmp(&b.0)),
@@ -292,11 +283,7 @@ impl Store {
     /// Every user with `id > after_id`, by id, at most `limit` (keyset paging for the CLI:
     /// pass the last id seen, starting from 0).
     pub async fn list_all(&self, after_id: i64, limit: u64) -> Result<Vec<User>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
-        );
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id > $1 ORDER BY id LIMIT $2");
         Ok(on_pool!(self, pool => sqlx::query_as::<_, User>(SQL)
             .bind(after_id)
             .bind(sql_count(limit))

@@ -41,7 +41,11 @@ fn api_error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-pub async fn users(State(app): State<AppState>, user: MaybeUser, Query(query): Query<HashMap<String, String>>) -> Response {
+pub async fn users(
+    State(app): State<AppState>,
+    user: MaybeUser,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     if user.0.is_none() {
         return api_error(StatusCode::FORBIDDEN, "authentication required: log in first");
     }
@@ -65,7 +69,12 @@ pub async fn users(State(app): State<AppState>, user: MaybeUser, Query(query): Q
                 .into_iter()
                 .map(|u| {
                     let online = app.hub.is_online(u.id);
-                    ApiUser { id: u.id, username: u.username, online, last_seen: if online { None } else { u.last_seen_ms } }
+                    ApiUser {
+                        id: u.id,
+                        username: u.username,
+                        online,
+                        last_seen: if online { None } else { u.last_seen_ms },
+                    }
                 })
                 .collect(),
         })

@@ -63,7 +63,9 @@ pub async fn serve(Path(name): Path<String>, Query(version): Query<Version>, hea
     let etag = HeaderValue::from_str(&meta.etag).unwrap_or(HeaderValue::from_static("\"0\""));
     let mime = mime_guess::from_path(&name).first_or_octet_stream();
     let content_type = match mime.type_() {
-        mime_guess::mime::TEXT | mime_guess::mime::APPLICATION if mime.subtype() != "octet-stream" => format!("{mime}; charset=utf-8"),
+        mime_guess::mime::TEXT | mime_guess::mime::APPLICATION if mime.subtype() != "octet-stream" => {
+            format!("{mime}; charset=utf-8")
+        }
         _ => mime.to_string(),
     };
     let mut out = HeaderMap::new();

@@ -46,12 +46,8 @@ impl CsrfToken {
     /// The value to put in a form's `csrfmiddlewaretoken` field: masked, different every time.
     pub fn form_token(&self) -> String {
         let mask = random_chars(SECRET_LEN);
-        let cipher: String = self
-            .secret
-            .bytes()
-            .zip(mask.bytes())
-            .map(|(s, m)| ALPHABET[(index(s) + index(m)) % 62] as char)
-            .collect();
+        let cipher: String =
+            self.secret.bytes().zip(mask.bytes()).map(|(s, m)| ALPHABET[(index(s) + index(m)) % 62] as char).collect();
         mask + &cipher
     }
 
@@ -139,11 +135,8 @@ pub async fn csrf_middleware(cookie_opts: CookieOptions, req: Request, next: Nex
 
     req.extensions_mut().insert(token.clone());
     let mut response = next.run(req).await;
-    let handler_set_it = response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .any(|v| v.as_bytes().starts_with(CSRF_COOKIE.as_bytes()));
+    let handler_set_it =
+        response.headers().get_all(header::SET_COOKIE).iter().any(|v| v.as_bytes().starts_with(CSRF_COOKIE.as_bytes()));
     if fresh && !handler_set_it {
         response.headers_mut().append(header::SET_COOKIE, token.cookie(cookie_opts));
     }

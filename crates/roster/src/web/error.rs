@@ -29,7 +29,9 @@ impl AppError {
     fn status_and_text(&self) -> (StatusCode, &'static str, String) {
         match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", (*m).to_owned()),
-            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden (403)", format!("CSRF verification failed. Request aborted. {m}")),
+            AppError::Forbidden(m) => {
+                (StatusCode::FORBIDDEN, "Forbidden (403)", format!("CSRF verification failed. Request aborted. {m}"))
+            }
             AppError::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is no page at this address.".to_owned()),
             AppError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -46,11 +48,9 @@ impl AppError {
                 "Service unavailable",
                 "The database cannot be reached right now. Please try again in a moment.".to_owned(),
             ),
-            AppError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Server error",
-                "Something went wrong on our side.".to_owned(),
-            ),
+            AppError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Server error", "Something went wrong on our side.".to_owned())
+            }
         }
     }
 }

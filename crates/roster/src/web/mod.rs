@@ -88,7 +88,11 @@ impl AppState {
             hub,
             heartbeat: Heartbeat { interval: settings.ping_interval, timeout: settings.ping_timeout },
             shutdown,
-            allowed_origins: settings.allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect(),
+            allowed_origins: settings
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
             page_size: settings.page_size,
             session_ttl: settings.session_ttl,
             cookies: CookieOptions { secure: settings.secure_cookies },
@@ -162,7 +166,10 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),

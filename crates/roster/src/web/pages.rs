@@ -28,10 +28,7 @@ const INVALID_LOGIN: &str =
     "Please enter a correct username and password. Note that both fields may be case-sensitive.";
 
 fn frame<'a>(user: &'a MaybeUser, csrf: &CsrfToken) -> Frame<'a> {
-    Frame {
-        user: user.0.as_ref().map(|u| u.user.username.as_str()),
-        csrf: csrf.form_token(),
-    }
+    Frame { user: user.0.as_ref().map(|u| u.user.username.as_str()), csrf: csrf.form_token() }
 }
 
 // ---------------------------------------------------------------- sign up
@@ -160,7 +157,10 @@ pub async fn log_in(
     let now = Instant::now();
     if let Some(wait) = app.throttle_check(&keys, now) {
         let minutes = wait.as_secs().div_ceil(60).max(1);
-        let msg = format!("Too many failed log-in attempts. Try again in {minutes} minute{}.", if minutes == 1 { "" } else { "s" });
+        let msg = format!(
+            "Too many failed log-in attempts. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
         tracing::warn!(peer = %peer.ip(), "log-in throttled");
         return show(StatusCode::TOO_MANY_REQUESTS, vec![msg]);
     }
@@ -339,7 +339,13 @@ impl AppState {
             .iter()
             .skip(usize::try_from(start).unwrap_or(usize::MAX))
             .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .map(|u| ListEntry { id: u.id, username: u.username.to_string(), online: true, last_seen: None, last_seen_ms: None })
+            .map(|u| ListEntry {
+                id: u.id,
+                username: u.username.to_string(),
+                online: true,
+                last_seen: None,
+                last_seen_ms: None,
+            })
             .collect();
         let remaining = size - users.len() as u64;
         let mut has_next = start + size < k;

@@ -193,7 +193,17 @@ mod tests {
     fn next_must_be_local() {
         assert_eq!(safe_next("/"), "/");
         assert_eq!(safe_next("/?page=2&q=a"), "/?page=2&q=a");
-        for bad in ["", "http://evil.example/", "//evil.example", "/\\evil.example", "\\\\evil", "javascript:alert(1)", "/\t/evil", " /x", "evil"] {
+        for bad in [
+            "",
+            "http://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil",
+            "javascript:alert(1)",
+            "/\t/evil",
+            " /x",
+            "evil",
+        ] {
             assert_eq!(safe_next(bad), "/", "{bad:?} must be refused");
         }
     }

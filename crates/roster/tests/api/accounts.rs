@@ -35,7 +35,10 @@ async fn tutorial_flow_sign_up_log_in_list_log_out() {
     assert_eq!(location(&r), "/");
     let cookies = set_cookies(&r);
     let session = cookies.iter().find(|c| c.starts_with("sessionid=")).expect("session cookie");
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"), "{session}");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax") && session.contains("Path=/"),
+        "{session}"
+    );
     assert!(cookie_from(&cookies, "csrftoken").is_some(), "CSRF token rotated at log in");
 
     let page = client.get(server.url("/")).send().await.expect("GET /");
@@ -101,9 +104,17 @@ async fn safe_next_is_followed_and_off_site_next_is_refused() {
         assert_eq!(location(&r), expected, "next={next:?}");
     }
     // The log-in page carries a safe next from its query into the form, and drops an unsafe one.
-    let page = client.get(server.url("/log_in/?next=%2F%3Fpage%3D2")).send().await.expect("GET").text().await.expect("body");
+    let page =
+        client.get(server.url("/log_in/?next=%2F%3Fpage%3D2")).send().await.expect("GET").text().await.expect("body");
     assert!(page.contains(r#"name="next" value="/?page=2""#), "{page}");
-    let page = client.get(server.url("/log_in/?next=https://evil.example")).send().await.expect("GET").text().await.expect("body");
+    let page = client
+        .get(server.url("/log_in/?next=https://evil.example"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
     assert!(page.contains(r#"name="next" value="/""#), "{page}");
 }
 
@@ -112,7 +123,14 @@ async fn csrf_missing_or_wrong_is_403_and_changes_nothing() {
     let server = TestServer::start().await;
     let client = server.client();
     let token = csrf(&server, &client, "/sign_up/").await;
-    let fields = |t: &'static str| vec![("username", "eve"), ("password1", GOOD_PASSWORD), ("password2", GOOD_PASSWORD), ("csrfmiddlewaretoken", t)];
+    let fields = |t: &'static str| {
+        vec![
+            ("username", "eve"),
+            ("password1", GOOD_PASSWORD),
+            ("password2", GOOD_PASSWORD),
+            ("csrfmiddlewaretoken", t),
+        ]
+    };
 
     // No token field.
     let r = post_form(&server, &client, "/sign_up/", &fields("")[..3]).await;
@@ -128,7 +146,13 @@ async fn csrf_missing_or_wrong_is_403_and_changes_nothing() {
     let r = post_form(&server, &cookieless, "/sign_up/", &f).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Right token, foreign Origin.
-    let r = client.post(server.url("/sign_up/")).header("origin", "http://evil.example").form(&f).send().await.expect("POST");
+    let r = client
+        .post(server.url("/sign_up/"))
+        .header("origin", "http://evil.example")
+        .form(&f)
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Log out without a token does not log out.
     let alice = user_client(&server, "alice").await;
@@ -166,14 +190,35 @@ async fn sign_up_rejects_every_bad_input_and_creates_nothing() {
     user_client(&server, "Frank").await;
     let mismatch = "The two password fields didn’t match.";
     sign_up_fails(&server, "grace", GOOD_PASSWORD, "another-Password-7", mismatch).await;
-    sign_up_fails(&server, "grace", "Sh0rt!", "Sh0rt!", "This password is too short. It must contain at least 8 characters.").await;
+    sign_up_fails(
+        &server,
+        "grace",
+        "Sh0rt!",
+        "Sh0rt!",
+        "This password is too short. It must contain at least 8 characters.",
+    )
+    .await;
     sign_up_fails(&server, "grace", "73914862057", "73914862057", "This password is entirely numeric.").await;
     sign_up_fails(&server, "grace", "password123", "password123", "This password is too common.").await;
-    sign_up_fails(&server, "gracehopper", "gracehopper1", "gracehopper1", "The password is too similar to the username.").await;
+    sign_up_fails(
+        &server,
+        "gracehopper",
+        "gracehopper1",
+        "gracehopper1",
+        "The password is too similar to the username.",
+    )
+    .await;
     let illegal = "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.";
     sign_up_fails(&server, "bad name", GOOD_PASSWORD, GOOD_PASSWORD, illegal).await;
     sign_up_fails(&server, "<script>", GOOD_PASSWORD, GOOD_PASSWORD, illegal).await;
-    sign_up_fails(&server, &"a".repeat(151), GOOD_PASSWORD, GOOD_PASSWORD, "Ensure this value has at most 150 characters (it has 151).").await;
+    sign_up_fails(
+        &server,
+        &"a".repeat(151),
+        GOOD_PASSWORD,
+        GOOD_PASSWORD,
+        "Ensure this value has at most 150 characters (it has 151).",
+    )
+    .await;
     sign_up_fails(&server, "", GOOD_PASSWORD, GOOD_PASSWORD, "This field is required.").await;
     sign_up_fails(&server, "grace", "", "", "This field is required.").await;
     let taken = "A user with that username already exists.";
@@ -204,7 +249,8 @@ async fn oversized_and_invalid_utf8_bodies_are_refused() {
         .expect("POST");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-    let mut bad = format!("csrfmiddlewaretoken={token}&password1={p}&password2={p}&username=", p = GOOD_PASSWORD).into_bytes();
+    let mut bad =
+        format!("csrfmiddlewaretoken={token}&password1={p}&password2={p}&username=", p = GOOD_PASSWORD).into_bytes();
     bad.extend_from_slice(b"h\xffidi");
     let r = client
         .post(server.url("/sign_up/"))
@@ -283,7 +329,12 @@ async fn pages_carry_security_headers_and_assets_are_cached() {
         let r = client.get(server.url(path)).send().await.expect("GET");
         let h = r.headers();
         let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");
-        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(
+            csp.contains("frame-ancestors 'none'")
+                && csp.contains("script-src 'self'")
+                && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
         assert_eq!(h.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{path}");
         assert_eq!(h.get("referrer-policy").map(|v| v.as_bytes()), Some(&b"same-origin"[..]), "{path}");
         assert_eq!(h.get("x-frame-options").map(|v| v.as_bytes()), Some(&b"DENY"[..]), "{path}");
@@ -294,7 +345,10 @@ async fn pages_carry_security_headers_and_assets_are_cached() {
     }
 
     let page = client.get(server.url("/log_in/")).send().await.expect("GET").text().await.expect("body");
-    let css = page.split("href=\"").find_map(|s| s.split('"').next().filter(|u| u.starts_with("/static/style.css?v="))).expect("css link");
+    let css = page
+        .split("href=\"")
+        .find_map(|s| s.split('"').next().filter(|u| u.starts_with("/static/style.css?v=")))
+        .expect("css link");
     let r = client.get(server.url(css)).send().await.expect("GET css");
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"].to_str().expect("ct").starts_with("text/css"));
@@ -302,7 +356,10 @@ async fn pages_carry_security_headers_and_assets_are_cached() {
     let etag = r.headers()["etag"].clone();
     let r = client.get(server.url("/static/style.css")).header("if-none-match", etag).send().await.expect("GET");
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(client.get(server.url("/static/../Cargo.toml")).send().await.expect("GET").status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        client.get(server.url("/static/../Cargo.toml")).send().await.expect("GET").status(),
+        StatusCode::NOT_FOUND
+    );
     assert!(!page.contains("<script>") && !page.contains("style=\""), "no inline script or style");
 }
 
@@ -319,7 +376,10 @@ async fn list_is_paged_searchable_and_most_recently_seen_first() {
         let store = store.clone();
         async move { store.user_by_key(n).await.expect("q").expect("user").id }
     };
-    store.set_last_seen(&[(id("bo").await, 3_000), (id("anna").await, 2_000), (id("ann").await, 1_000)]).await.expect("last_seen");
+    store
+        .set_last_seen(&[(id("bo").await, 3_000), (id("anna").await, 2_000), (id("ann").await, 1_000)])
+        .await
+        .expect("last_seen");
 
     let names = |html: String| -> Vec<String> {
         html.split("data-username=\"").skip(1).map(|s| s.split('"').next().unwrap_or("").to_owned()).collect()

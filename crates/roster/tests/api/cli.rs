@@ -60,7 +60,13 @@ async fn user_commands_manage_accounts() {
 async fn help_explains_every_command() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = format!("sqlite://{}", dir.path().join("h.db").display());
-    for args in [&["--help"][..], &["serve", "--help"], &["user", "--help"], &["user", "create", "--help"], &["migrate", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["user", "--help"],
+        &["user", "create", "--help"],
+        &["migrate", "--help"],
+    ] {
         let out = run_cli(&db, args, "").await;
         assert!(out.status.success(), "{args:?}");
         assert!(text(&out).contains("Usage"), "{args:?}");
@@ -93,10 +99,17 @@ async fn django_users_import_and_upgrade_to_argon2_at_log_in() {
 
     let c = server.client();
     assert_eq!(log_in(&server, &c, "olddjango", "wrong-Password-1").await.status(), StatusCode::OK);
-    assert!(store.user_by_key("olddjango").await.expect("q").expect("u").password_hash.starts_with("pbkdf2"), "no upgrade on failure");
+    assert!(
+        store.user_by_key("olddjango").await.expect("q").expect("u").password_hash.starts_with("pbkdf2"),
+        "no upgrade on failure"
+    );
     assert_eq!(log_in(&server, &c, "olddjango", GOOD_PASSWORD).await.status(), StatusCode::FOUND);
     let after = store.user_by_key("olddjango").await.expect("q").expect("u");
     assert!(after.password_hash.starts_with("$argon2id$"), "upgraded: {:?}", &after.password_hash[..10]);
     let c2 = server.client();
-    assert_eq!(log_in(&server, &c2, "olddjango", GOOD_PASSWORD).await.status(), StatusCode::FOUND, "the new hash verifies");
+    assert_eq!(
+        log_in(&server, &c2, "olddjango", GOOD_PASSWORD).await.status(),
+        StatusCode::FOUND,
+        "the new hash verifies"
+    );
 }

@@ -171,8 +171,13 @@ pub async fn sign_up(server: &TestServer, client: &Client, username: &str, passw
 
 pub async fn log_in(server: &TestServer, client: &Client, username: &str, password: &str) -> Response {
     let token = csrf(server, client, "/log_in/").await;
-    post_form(server, client, "/log_in/", &[("csrfmiddlewaretoken", &token), ("username", username), ("password", password)])
-        .await
+    post_form(
+        server,
+        client,
+        "/log_in/",
+        &[("csrfmiddlewaretoken", &token), ("username", username), ("password", password)],
+    )
+    .await
 }
 
 /// Signs up and logs in a fresh user with a client of its own.
@@ -192,10 +197,7 @@ pub fn set_cookies(r: &Response) -> Vec<String> {
 }
 
 pub fn cookie_from<'a>(set_cookies: &'a [String], name: &str) -> Option<&'a str> {
-    set_cookies
-        .iter()
-        .find_map(|c| c.strip_prefix(&format!("{name}=")))
-        .and_then(|rest| rest.split(';').next())
+    set_cookies.iter().find_map(|c| c.strip_prefix(&format!("{name}="))).and_then(|rest| rest.split(';').next())
 }
 
 /// A logged-in person: an HTTP client and the cookies it holds.

@@ -45,9 +45,15 @@ async fn wait_for_last_seen(server: &TestServer, username: &str) {
 }
 
 async fn api_online(server: &TestServer, b: &Browser) -> BTreeSet<String> {
-    let snapshot: Value = b.client.get(server.url("/api/users/")).send().await.expect("GET").json().await.expect("json");
+    let snapshot: Value =
+        b.client.get(server.url("/api/users/")).send().await.expect("GET").json().await.expect("json");
     assert_eq!(snapshot["type"], "snapshot");
-    snapshot["online"].as_array().expect("online").iter().map(|u| u["username"].as_str().expect("name").to_owned()).collect()
+    snapshot["online"]
+        .as_array()
+        .expect("online")
+        .iter()
+        .map(|u| u["username"].as_str().expect("name").to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -59,7 +65,8 @@ async fn watcher_sees_true_then_false_in_both_modes() {
     let mut v1 = open(&server, Some(&alice), V1).await.expect("v1 socket");
     let mut view = View::default();
     // The snapshot is as of the last batch (at most a tick old): bob's sign-up may come after it.
-    view.until(&mut v1, "the snapshot, then both sign-ups counted", |v| v.seq.is_some() && v.registered_count == 2).await;
+    view.until(&mut v1, "the snapshot, then both sign-ups counted", |v| v.seq.is_some() && v.registered_count == 2)
+        .await;
 
     let b = open(&server, Some(&bob), TUTORIAL).await.expect("bob's socket");
     assert_eq!(next_about(&mut tutorial, "bob").await, tutorial_frame("bob", true));
@@ -92,7 +99,11 @@ async fn two_tabs_closing_one_announces_nothing_and_the_last_after_grace() {
     assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("bob", true));
     close(tab1).await;
     let _marker = open(&server, Some(&carol), TUTORIAL).await.expect("carol");
-    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("carol", true), "closing one of two tabs announced something");
+    assert_eq!(
+        next_not_about(&mut watch, "alice").await,
+        tutorial_frame("carol", true),
+        "closing one of two tabs announced something"
+    );
 
     let closed_at = tokio::time::Instant::now();
     close(tab2).await;
@@ -113,7 +124,11 @@ async fn a_reload_within_grace_announces_nothing() {
     close(page).await; // the reload: close, then open again at once
     let _reloaded = open(&server, Some(&bob), TUTORIAL).await.expect("bob again");
     let _marker = open(&server, Some(&carol), TUTORIAL).await.expect("carol");
-    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("carol", true), "the reload flashed Offline/Online");
+    assert_eq!(
+        next_not_about(&mut watch, "alice").await,
+        tutorial_frame("carol", true),
+        "the reload flashed Offline/Online"
+    );
     assert!(api_online(&server, &alice).await.contains("bob"));
 }
 
@@ -184,10 +199,17 @@ async fn refused_handshakes_and_client_frames_change_nothing() {
         b.send(forged).await.expect("send");
     }
     let _marker = open(&server, Some(&dave), TUTORIAL).await.expect("dave");
-    assert_eq!(next_not_about(&mut watch, "alice").await, tutorial_frame("dave", true), "a client frame changed presence");
+    assert_eq!(
+        next_not_about(&mut watch, "alice").await,
+        tutorial_frame("dave", true),
+        "a client frame changed presence"
+    );
     let everyone = |v: &View| ["alice", "bob", "dave"].iter().all(|n| v.online_names().contains(*n));
     other_view.until(&mut other, "alice, bob and dave online on the other socket", everyone).await;
-    assert_eq!(api_online(&server, &alice).await, BTreeSet::from(["alice".to_owned(), "bob".to_owned(), "dave".to_owned()]));
+    assert_eq!(
+        api_online(&server, &alice).await,
+        BTreeSet::from(["alice".to_owned(), "bob".to_owned(), "dave".to_owned()])
+    );
 
     // An oversized frame ends only the sender's socket.
     let _ = b.send(Message::text("x".repeat(70 * 1024))).await;
@@ -199,11 +221,18 @@ async fn refused_handshakes_and_client_frames_change_nothing() {
 #[tokio::test]
 async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
     let server = TestServer::start_with(&[
-        "--tick", "0s", "--send-queue", "32", "--tcp-send-buffer", "16384",
+        "--tick",
+        "0s",
+        "--send-queue",
+        "32",
+        "--tcp-send-buffer",
+        "16384",
         // The stalled reader must outlive the burst however slow the machine is: this test is
         // about the queue, not the liveness deadline (tested on its own).
-        "--ping-interval", "600s",
-    ]).await;
+        "--ping-interval",
+        "600s",
+    ])
+    .await;
     let alice = user_browser(&server, "alice").await;
     // Long names make frames big, so the slow socket's kernel buffers fill quickly.
     let names: Vec<String> = (0..10).map(|i| format!("{}{i}", "u".repeat(140))).collect();
@@ -231,7 +260,11 @@ async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
     let expected: BTreeSet<String> = ["alice", "stayer"].iter().map(|s| (*s).to_owned()).collect();
     view.until(&mut slow, "the true final state", |v| v.online_names() == expected).await;
     let metrics = alice.client.get(server.url("/metrics")).send().await.expect("GET").text().await.expect("body");
-    assert!(view.snapshots >= 2, "the slow reader was resynced with a snapshot ({} snapshots); metrics:\n{metrics}", view.snapshots);
+    assert!(
+        view.snapshots >= 2,
+        "the slow reader was resynced with a snapshot ({} snapshots); metrics:\n{metrics}",
+        view.snapshots
+    );
 
     // The server held at most --send-queue batches for it.
     let max_queue = metric(&metrics, "roster_send_queue_max_depth");
@@ -278,7 +311,8 @@ async fn a_v1_client_joining_during_a_burst_ends_with_the_true_state() {
     for t in tasks {
         kept.push(t.await.expect("burst task"));
     }
-    let expected: BTreeSet<String> = ["watcher", "p0", "p2", "p4", "p6", "p8", "p10"].iter().map(|s| (*s).to_owned()).collect();
+    let expected: BTreeSet<String> =
+        ["watcher", "p0", "p2", "p4", "p6", "p8", "p10"].iter().map(|s| (*s).to_owned()).collect();
     let mut view = View::default();
     view.until(&mut ws, "the true final state", |v| v.online_names() == expected).await;
     assert_eq!(api_online(&server, &watcher).await, expected);
@@ -333,7 +367,10 @@ async fn deactivating_or_deleting_a_user_closes_their_sockets() {
     view.until(&mut v1, "snapshot", |v| v.seq.is_some()).await;
     let mut b = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
     let mut c = open(&server, Some(&carol), V1).await.expect("carol");
-    view.until(&mut v1, "bob and carol online", |v| v.online_names().contains("bob") && v.online_names().contains("carol")).await;
+    view.until(&mut v1, "bob and carol online", |v| {
+        v.online_names().contains("bob") && v.online_names().contains("carol")
+    })
+    .await;
     assert_eq!(next_about(&mut watch, "bob").await, tutorial_frame("bob", true));
 
     let out = server.cli(&["user", "deactivate", "bob"], "").await;
@@ -448,7 +485,9 @@ async fn the_websocket_layer_answers_pings_echoes_closes_and_refuses_plain_gets(
 async fn a_peer_that_sends_pings_but_never_reads_the_pongs_is_dropped() {
     // Long ping interval: only the pong writes can end this socket, after their deadline
     // (interval + timeout = 1.5 s).
-    let server = TestServer::start_with(&["--ping-interval", "1s", "--ping-timeout", "500ms", "--tcp-send-buffer", "4096"]).await;
+    let server =
+        TestServer::start_with(&["--ping-interval", "1s", "--ping-timeout", "500ms", "--tcp-send-buffer", "4096"])
+            .await;
     let alice = user_browser(&server, "alice").await;
     let bob = user_browser(&server, "bob").await;
     let mut watch = open(&server, Some(&alice), TUTORIAL).await.expect("watcher");

@@ -133,7 +133,10 @@ impl View {
                 self.seq = Some(seq);
                 for u in frame["offline"].as_array().expect("offline array") {
                     self.online.remove(&u["id"].as_i64().expect("id"));
-                    self.last_seen.insert(u["username"].as_str().expect("name").to_owned(), u["last_seen"].as_i64().expect("last_seen"));
+                    self.last_seen.insert(
+                        u["username"].as_str().expect("name").to_owned(),
+                        u["last_seen"].as_i64().expect("last_seen"),
+                    );
                 }
                 for u in frame["online"].as_array().expect("online array") {
                     self.online.insert(u["id"].as_i64().expect("id"), u["username"].as_str().expect("name").to_owned());

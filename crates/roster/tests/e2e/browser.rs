@@ -227,7 +227,10 @@ impl Browser {
     }
 
     pub async fn js(&self, script: &str, args: Vec<Value>) -> Value {
-        self.client.execute(script, args).await.unwrap_or_else(|e| panic!("{}: script failed: {e}\n{script}", self.name))
+        self.client
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("{}: script failed: {e}\n{script}", self.name))
     }
 
     pub async fn path(&self) -> String {
@@ -238,7 +241,11 @@ impl Browser {
     pub async fn wait_path(&self, path: &str) {
         eventually(&format!("{} to be at {path}", self.name), WAIT, || async {
             let now = self.path().await;
-            if now == path { Ok(()) } else { Err(now) }
+            if now == path {
+                Ok(())
+            } else {
+                Err(now)
+            }
         })
         .await;
     }
@@ -337,7 +344,11 @@ impl Browser {
     pub async fn wait_connection(&self, state: &str, limit: Duration) {
         eventually(&format!("{}'s indicator to be {state:?}", self.name), limit, || async {
             let now = self.connection().await;
-            if now == state { Ok(()) } else { Err(now) }
+            if now == state {
+                Ok(())
+            } else {
+                Err(now)
+            }
         })
         .await;
     }
@@ -354,7 +365,11 @@ impl Browser {
 
     /// Reads (and drains) the console log.
     pub async fn console(&self) -> Vec<LogEntry> {
-        let v = self.client.issue_cmd(BrowserLog).await.unwrap_or_else(|e| panic!("{}: read the browser log: {e}", self.name));
+        let v = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .unwrap_or_else(|e| panic!("{}: read the browser log: {e}", self.name));
         v.as_array()
             .map(|a| {
                 a.iter()
@@ -379,7 +394,11 @@ impl Browser {
         // Let layout settle after the resize: wait until the viewport reports the new width.
         eventually("the resize to apply", WAIT, || async {
             let w = self.js("return document.documentElement.clientWidth;", vec![]).await.as_u64().unwrap_or(0);
-            if w > 0 && w <= u64::from(width) && w + 40 >= u64::from(width) { Ok(()) } else { Err(format!("width {w}")) }
+            if w > 0 && w <= u64::from(width) && w + 40 >= u64::from(width) {
+                Ok(())
+            } else {
+                Err(format!("width {w}"))
+            }
         })
         .await;
         let png = self.client.screenshot().await.expect("screenshot");

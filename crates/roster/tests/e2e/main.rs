@@ -100,7 +100,11 @@ async fn a_sees_b_sign_up_live() {
     a.wait_entry("bob", "Offline").await;
     eventually("A's registered count to be 2", WAIT, || async {
         let c = count().await;
-        if c == json!("2") { Ok(()) } else { Err(c.to_string()) }
+        if c == json!("2") {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
     })
     .await;
 
@@ -138,7 +142,11 @@ async fn a_recovers_the_true_state_after_a_server_restart() {
     assert!(status.success(), "the server stops cleanly on SIGTERM: {status}");
     eventually("A's indicator to show the drop", WAIT, || async {
         let state = a.connection().await;
-        if state != "live" { Ok(()) } else { Err(state) }
+        if state != "live" {
+            Ok(())
+        } else {
+            Err(state)
+        }
     })
     .await;
     let text = a.js("return document.getElementById('connection').textContent;", vec![]).await;
@@ -196,7 +204,11 @@ async fn closing_one_of_two_tabs_keeps_b_online() {
     b.client.switch_to_window(first).await.expect("back to the first tab");
     eventually("the server to see the tab close", WAIT, || async {
         let n = disconnects(&server);
-        if n > before { Ok(()) } else { Err(format!("{n} disconnects")) }
+        if n > before {
+            Ok(())
+        } else {
+            Err(format!("{n} disconnects"))
+        }
     })
     .await;
     // Anything after the close reaches A after B's (absent) Offline would: carol signs up.

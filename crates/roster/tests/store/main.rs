@@ -34,9 +34,7 @@ async fn sqlite_relative_url_is_relative_to_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
     let relative = relative_from_cwd(&dir.path().join("rel.db"));
     assert!(relative.is_relative());
-    let store = Store::connect(&format!("sqlite://{}", relative.display()))
-        .await
-        .unwrap();
+    let store = Store::connect(&format!("sqlite://{}", relative.display())).await.unwrap();
     store.migrate().await.unwrap();
     store.ping().await.unwrap();
     assert!(dir.path().join("rel.db").exists());
@@ -79,22 +77,8 @@ fn names(users: &[User]) -> Vec<&str> {
     users.iter().map(|u| u.username.as_str()).collect()
 }
 
-async fn list(
-    store: &Store,
-    prefix: Option<&str>,
-    exclude: &[i64],
-    offset: u64,
-    limit: u64,
-) -> Vec<String> {
-    let page = store
-        .list_users(&ListQuery {
-            prefix,
-            exclude,
-            offset,
-            limit,
-        })
-        .await
-        .unwrap();
+async fn list(store: &Store, prefix: Option<&str>, exclude: &[i64], offset: u64, limit: u64) -> Vec<String> {
+    let page = store.list_users(&ListQuery { prefix, exclude, offset, limit }).await.unwrap();
     page.into_iter().map(|u| u.username).collect()
 }
 
@@ -107,41 +91,21 @@ async fn store_story(store: Store) {
 
     // --- users
     let ann = store
-        .create_user(&NewUser {
-            is_staff: true,
-            last_login: Some(1_500),
-            ..new_user("Ann", "ann")
-        })
+        .create_user(&NewUser { is_staff: true, last_login: Some(1_500), ..new_user("Ann", "ann") })
         .await
         .unwrap();
     assert_eq!(
-        (
-            ann.username.as_str(),
-            ann.username_key.as_str(),
-            ann.is_staff,
-            ann.is_active
-        ),
+        (ann.username.as_str(), ann.username_key.as_str(), ann.is_staff, ann.is_active),
         ("Ann", "ann", true, true)
     );
-    assert_eq!(
-        (ann.date_joined, ann.last_login, ann.last_seen),
-        (1_000, Some(1_500), NEVER_SEEN)
-    );
+    assert_eq!((ann.date_joined, ann.last_login, ann.last_seen), (1_000, Some(1_500), NEVER_SEEN));
     let bob = store.create_user(&new_user("bob", "bob")).await.unwrap();
-    let carol = store
-        .create_user(&new_user("Carol", "carol"))
-        .await
-        .unwrap();
+    let carol = store.create_user(&new_user("Carol", "carol")).await.unwrap();
     assert!(ann.id < bob.id && bob.id < carol.id);
     assert_eq!(store.count_users().await.unwrap(), 3);
 
     // Same name in another case: taken, and nothing changed.
-    let dup = store
-        .create_user(&NewUser {
-            password_hash: "other",
-            ..new_user("ANN", "ann")
-        })
-        .await;
+    let dup = store.create_user(&NewUser { password_hash: "other", ..new_user("ANN", "ann") }).await;
     assert!(matches!(dup, Err(StoreError::UsernameTaken)), "{dup:?}");
     assert_eq!(store.count_users().await.unwrap(), 3);
     assert_eq!(store.user_by_key("ann").await.unwrap().unwrap(), ann);
@@ -150,34 +114,19 @@ async fn store_story(store: Store) {
     assert_eq!(store.user_by_id(bob.id).await.unwrap().unwrap(), bob);
     assert_eq!(store.user_by_id(-1).await.unwrap(), None);
     assert_eq!(store.user_by_key("carol").await.unwrap().unwrap(), carol);
-    assert_eq!(
-        store.user_by_key("Carol").await.unwrap(),
-        None,
-        "keys are exact"
-    );
+    assert_eq!(store.user_by_key("Carol").await.unwrap(), None, "keys are exact");
     assert_eq!(store.user_by_key("nobody").await.unwrap(), None);
     let first_two = store.list_all(0, 2).await.unwrap();
     assert_eq!(names(&first_two), ["Ann", "bob"]);
     let rest = store.list_all(first_two[1].id, 10).await.unwrap();
     assert_eq!(names(&rest), ["Carol"]);
-    let by_id = store
-        .users_by_id(&[carol.id, ann.id, 999_999])
-        .await
-        .unwrap();
+    let by_id = store.users_by_id(&[carol.id, ann.id, 999_999]).await.unwrap();
     assert_eq!(names(&by_id), ["Ann", "Carol"]);
     assert!(store.users_by_id(&[]).await.unwrap().is_empty());
 
     // --- updates
     assert!(store.set_password_hash(bob.id, "hash-1").await.unwrap());
-    assert_eq!(
-        store
-            .user_by_id(bob.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .password_hash,
-        "hash-1"
-    );
+    assert_eq!(store.user_by_id(bob.id).await.unwrap().unwrap().password_hash, "hash-1");
     assert!(!store.set_password_hash(999_999, "x").await.unwrap());
     assert!(store.set_active(bob.id, false).await.unwrap());
     assert!(store.set_staff(bob.id, true).await.unwrap());
@@ -189,115 +138,55 @@ async fn store_story(store: Store) {
     assert!(!store.set_staff(999_999, true).await.unwrap());
     store.record_login(bob.id, 2_000).await.unwrap();
     store.record_login(999_999, 2_000).await.unwrap();
-    assert_eq!(
-        store.user_by_id(bob.id).await.unwrap().unwrap().last_login,
-        Some(2_000)
-    );
+    assert_eq!(store.user_by_id(bob.id).await.unwrap().unwrap().last_login, Some(2_000));
 
     // --- sessions
-    store
-        .create_session("s1", ann.id, 100, 2_000)
-        .await
-        .unwrap();
-    store
-        .create_session("s2", ann.id, 100, 3_000)
-        .await
-        .unwrap();
-    store
-        .create_session("s3", bob.id, 100, 1_500)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.session_user("s1", 1_000).await.unwrap().unwrap().id,
-        ann.id
-    );
-    assert_eq!(
-        store.session_user("s3", 1_499).await.unwrap().unwrap().id,
-        bob.id
-    );
-    assert_eq!(
-        store.session_user("s1", 2_000).await.unwrap(),
-        None,
-        "expired at expires_at"
-    );
+    store.create_session("s1", ann.id, 100, 2_000).await.unwrap();
+    store.create_session("s2", ann.id, 100, 3_000).await.unwrap();
+    store.create_session("s3", bob.id, 100, 1_500).await.unwrap();
+    assert_eq!(store.session_user("s1", 1_000).await.unwrap().unwrap().id, ann.id);
+    assert_eq!(store.session_user("s3", 1_499).await.unwrap().unwrap().id, bob.id);
+    assert_eq!(store.session_user("s1", 2_000).await.unwrap(), None, "expired at expires_at");
     assert_eq!(store.session_user("nope", 0).await.unwrap(), None);
-    assert!(
-        store.create_session("s1", bob.id, 0, 1).await.is_err(),
-        "hash is the key"
-    );
+    assert!(store.create_session("s1", bob.id, 0, 1).await.is_err(), "hash is the key");
     assert_eq!(store.delete_session("s1").await.unwrap(), Some(ann.id));
     assert_eq!(store.delete_session("s1").await.unwrap(), None);
     assert_eq!(store.session_user("s1", 0).await.unwrap(), None);
-    store
-        .create_session("s4", ann.id, 100, 5_000)
-        .await
-        .unwrap();
+    store.create_session("s4", ann.id, 100, 5_000).await.unwrap();
     let mut gone = store.delete_user_sessions(ann.id).await.unwrap();
     gone.sort();
     assert_eq!(gone, ["s2", "s4"]);
     assert!(store.delete_user_sessions(ann.id).await.unwrap().is_empty());
-    assert_eq!(
-        store.session_user("s3", 0).await.unwrap().unwrap().id,
-        bob.id,
-        "others untouched"
-    );
-    store
-        .create_session("s5", bob.id, 100, 1_000)
-        .await
-        .unwrap();
+    assert_eq!(store.session_user("s3", 0).await.unwrap().unwrap().id, bob.id, "others untouched");
+    store.create_session("s5", bob.id, 100, 1_000).await.unwrap();
     assert_eq!(store.purge_expired_sessions(1_200).await.unwrap(), 1); // s5; s3 lives to 1_500
-    assert_eq!(
-        store.session_user("s3", 1_200).await.unwrap().unwrap().id,
-        bob.id
-    );
+    assert_eq!(store.session_user("s3", 1_200).await.unwrap().unwrap().id, bob.id);
     assert_eq!(store.purge_expired_sessions(1_500).await.unwrap(), 1); // s3
     assert_eq!(store.purge_expired_sessions(1_500).await.unwrap(), 0);
 
     // --- cascade: deleting a user deletes their sessions
-    store
-        .create_session("c1", carol.id, 100, 9_000)
-        .await
-        .unwrap();
+    store.create_session("c1", carol.id, 100, 9_000).await.unwrap();
     assert!(store.delete_user(carol.id).await.unwrap());
     assert!(!store.delete_user(carol.id).await.unwrap());
     assert_eq!(store.session_user("c1", 0).await.unwrap(), None);
-    assert_eq!(
-        store.delete_session("c1").await.unwrap(),
-        None,
-        "the row went with the user"
-    );
+    assert_eq!(store.delete_session("c1").await.unwrap(), None, "the row went with the user");
     assert_eq!(store.user_by_id(carol.id).await.unwrap(), None);
     assert_eq!(store.count_users().await.unwrap(), 2);
     // The key is free again.
-    let carol = store
-        .create_user(&new_user("carol", "carol"))
-        .await
-        .unwrap();
+    let carol = store.create_user(&new_user("carol", "carol")).await.unwrap();
 
     // --- last seen, in batches
     store.set_last_seen(&[]).await.unwrap();
-    store
-        .set_last_seen(&[(ann.id, 100), (bob.id, 300), (ann.id, 200), (999_999, 1)])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.user_by_id(ann.id).await.unwrap().unwrap().last_seen,
-        Some(200)
-    );
-    assert_eq!(
-        store.user_by_id(bob.id).await.unwrap().unwrap().last_seen,
-        Some(300)
-    );
+    store.set_last_seen(&[(ann.id, 100), (bob.id, 300), (ann.id, 200), (999_999, 1)]).await.unwrap();
+    assert_eq!(store.user_by_id(ann.id).await.unwrap().unwrap().last_seen, Some(200));
+    assert_eq!(store.user_by_id(bob.id).await.unwrap().unwrap().last_seen, Some(300));
     store.set_last_seen(&[(bob.id, 50)]).await.unwrap();
     assert_eq!(
         store.user_by_id(bob.id).await.unwrap().unwrap().last_seen,
         Some(300),
         "last_seen never moves backwards"
     );
-    assert_eq!(
-        store.user_by_id(carol.id).await.unwrap().unwrap().last_seen,
-        NEVER_SEEN
-    );
+    assert_eq!(store.user_by_id(carol.id).await.unwrap().unwrap().last_seen, NEVER_SEEN);
 
     // --- the list: last_seen DESC, never-seen last, then id
     let pct = store.create_user(&new_user("a%b", "a%b")).await.unwrap();
@@ -306,41 +195,23 @@ async fn store_story(store: Store) {
     store.create_user(&new_user("azc", "azc")).await.unwrap();
     store.create_user(&new_user("a\\q", "a\\q")).await.unwrap();
     let zed = store.create_user(&new_user("Zed", "zed")).await.unwrap();
-    store
-        .set_last_seen(&[(pct.id, 200), (zed.id, 1)])
-        .await
-        .unwrap();
-    let everyone = [
-        "bob", "Ann", "a%b", "Zed", "carol", "axb", "a_c", "azc", "a\\q",
-    ];
+    store.set_last_seen(&[(pct.id, 200), (zed.id, 1)]).await.unwrap();
+    let everyone = ["bob", "Ann", "a%b", "Zed", "carol", "axb", "a_c", "azc", "a\\q"];
     assert_eq!(list(&store, None, &[], 0, 100).await, everyone);
-    assert_eq!(
-        list(&store, Some(""), &[], 0, 100).await,
-        everyone,
-        "empty prefix = none"
-    );
+    assert_eq!(list(&store, Some(""), &[], 0, 100).await, everyone, "empty prefix = none");
     assert_eq!(list(&store, None, &[], 1, 2).await, ["Ann", "a%b"]);
     assert_eq!(list(&store, None, &[], 8, 5).await, ["a\\q"]);
     assert!(list(&store, None, &[], 9, 5).await.is_empty());
     assert!(list(&store, None, &[], 0, 0).await.is_empty());
     assert_eq!(list(&store, None, &[], 0, u64::MAX).await, everyone);
-    assert_eq!(
-        list(&store, None, &[bob.id, zed.id, 424_242], 0, 4).await,
-        ["Ann", "a%b", "carol", "axb"]
-    );
+    assert_eq!(list(&store, None, &[bob.id, zed.id, 424_242], 0, 4).await, ["Ann", "a%b", "carol", "axb"]);
     // Prefix: a case-insensitive key prefix, with LIKE wildcards taken literally.
-    assert_eq!(
-        list(&store, Some("a"), &[], 0, 100).await,
-        ["Ann", "a%b", "axb", "a_c", "azc", "a\\q"]
-    );
+    assert_eq!(list(&store, Some("a"), &[], 0, 100).await, ["Ann", "a%b", "axb", "a_c", "azc", "a\\q"]);
     assert_eq!(list(&store, Some("a%"), &[], 0, 100).await, ["a%b"]);
     assert_eq!(list(&store, Some("a_"), &[], 0, 100).await, ["a_c"]);
     assert_eq!(list(&store, Some("a\\"), &[], 0, 100).await, ["a\\q"]);
     assert_eq!(list(&store, Some("an"), &[], 0, 100).await, ["Ann"]);
-    assert_eq!(
-        list(&store, Some("a"), &[ann.id], 1, 2).await,
-        ["axb", "a_c"]
-    );
+    assert_eq!(list(&store, Some("a"), &[ann.id], 1, 2).await, ["axb", "a_c"]);
     assert!(list(&store, Some("q"), &[], 0, 100).await.is_empty());
 }
 
@@ -376,58 +247,27 @@ async fn bulk_prefix_story(store: &Store) {
         }
     }
     // Look-alikes seen most recently: they would head the page if `_` were a wildcard.
-    let bx = store
-        .create_user(&new_user("bx00001", "bx00001"))
-        .await
-        .unwrap();
+    let bx = store.create_user(&new_user("bx00001", "bx00001")).await.unwrap();
     store.set_last_seen(&[(bx.id, 1_000_000)]).await.unwrap();
 
     let mut expected: Vec<(Option<i64>, i64)> = (1..=BULK).map(|i| (last_seen(i), i)).collect();
     // last_seen DESC with None last, then the insertion order (= id order).
-    expected.sort_by(|a, b| {
-        b.0.is_some()
-            .cmp(&a.0.is_some())
-            .then(b.0.cmp(&a.0))
-            .then(a.1.cmp(&b.1))
-    });
+    expected.sort_by(|a, b| b.0.is_some().cmp(&a.0.is_some()).then(b.0.cmp(&a.0)).then(a.1.cmp(&b.1)));
     let expected_names = |from: usize, n: usize| -> Vec<String> {
-        expected[from..from + n]
-            .iter()
-            .map(|(_, i)| format!("b_{i:05}"))
-            .collect()
+        expected[from..from + n].iter().map(|(_, i)| format!("b_{i:05}")).collect()
     };
 
     // Broad prefix (6,000 matches).
-    assert_eq!(
-        list(store, Some("b_"), &[], 0, 50).await,
-        expected_names(0, 50)
-    );
-    assert_eq!(
-        list(store, Some("b_"), &[], 4_790, 20).await,
-        expected_names(4_790, 20),
-        "into the never-seen tail"
-    );
+    assert_eq!(list(store, Some("b_"), &[], 0, 50).await, expected_names(0, 50));
+    assert_eq!(list(store, Some("b_"), &[], 4_790, 20).await, expected_names(4_790, 20), "into the never-seen tail");
     // Excluding the first two of the order shifts the page by two.
-    let first_two = store
-        .list_users(&ListQuery {
-            prefix: Some("b_"),
-            exclude: &[],
-            offset: 0,
-            limit: 2,
-        })
-        .await
-        .unwrap();
+    let first_two =
+        store.list_users(&ListQuery { prefix: Some("b_"), exclude: &[], offset: 0, limit: 2 }).await.unwrap();
     let ids: Vec<i64> = first_two.iter().map(|u| u.id).collect();
-    assert_eq!(
-        list(store, Some("b_"), &ids, 0, 10).await,
-        expected_names(2, 10)
-    );
+    assert_eq!(list(store, Some("b_"), &ids, 0, 10).await, expected_names(2, 10));
     // Narrow prefix (10 matches: b_0001x and b_00010..): same order rules.
-    let mut narrow: Vec<(Option<i64>, i64)> = expected
-        .iter()
-        .copied()
-        .filter(|(_, i)| format!("{i:05}").starts_with("0001"))
-        .collect();
+    let mut narrow: Vec<(Option<i64>, i64)> =
+        expected.iter().copied().filter(|(_, i)| format!("{i:05}").starts_with("0001")).collect();
     narrow.truncate(100);
     let narrow_names: Vec<String> = narrow.iter().map(|(_, i)| format!("b_{i:05}")).collect();
     assert_eq!(list(store, Some("b_0001"), &[], 0, 100).await, narrow_names);
@@ -438,10 +278,7 @@ async fn bulk_prefix_story(store: &Store) {
 /// `target` (absolute) as a path relative to the current directory, through `..` up to `/`.
 fn relative_from_cwd(target: &Path) -> std::path::PathBuf {
     let cwd = std::env::current_dir().unwrap();
-    let depth = cwd
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .count();
+    let depth = cwd.components().filter(|c| matches!(c, Component::Normal(_))).count();
     let mut rel = std::path::PathBuf::new();
     for _ in 0..depth {
         rel.push("..");

@@ -166,17 +166,10 @@ impl PgCluster {
 
     /// Creates a new database with a generated name and returns its URL.
     pub async fn fresh_database_url(&self) -> String {
-        let name = format!(
-            "roster_test_{}_{}",
-            std::process::id(),
-            self.next_db.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut conn = PgConnection::connect(&self.admin_url())
-            .await
-            .expect("connecting to the test PostgreSQL cluster");
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("CREATE DATABASE on the test cluster");
+        let name = format!("roster_test_{}_{}", std::process::id(), self.next_db.fetch_add(1, Ordering::Relaxed));
+        let mut conn =
+            PgConnection::connect(&self.admin_url()).await.expect("connecting to the test PostgreSQL cluster");
+        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE on the test cluster");
         conn.close().await.ok();
         self.database_url(&name)
     }
@@ -207,11 +200,7 @@ fn find_bindir() -> PathBuf {
     let mut tried = Vec::new();
     if let Some(dir) = std::env::var_os("ROSTER_PG_BINDIR") {
         let dir = PathBuf::from(dir);
-        assert!(
-            has_tools(&dir),
-            "ROSTER_PG_BINDIR={} has no initdb/pg_ctl",
-            dir.display()
-        );
+        assert!(has_tools(&dir), "ROSTER_PG_BINDIR={} has no initdb/pg_ctl", dir.display());
         return dir;
     }
     match Command::new("pg_config").arg("--bindir").output() {
@@ -247,36 +236,24 @@ fn find_bindir() -> PathBuf {
 }
 
 fn running_as_root() -> bool {
-    let out = Command::new("id")
-        .arg("-u")
-        .output()
-        .expect("running `id -u`");
+    let out = Command::new("id").arg("-u").output().expect("running `id -u`");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 fn postgres_ids() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
-        let out = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .expect("running `id`");
+        let out = Command::new("id").args([flag, "postgres"]).output().expect("running `id`");
         assert!(
             out.status.success(),
             "tests run as root, so PostgreSQL must run as the `postgres` user, which does not exist"
         );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("numeric id")
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("numeric id")
     };
     (id("-u"), id("-g"))
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding a free port").port()
 }
 
 fn read_to_string_lossy(path: &Path) -> String {
