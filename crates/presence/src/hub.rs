@@ -835,6 +835,24 @@ impl Hub {
         sorted
     }
 
+    /// The sessions that have at least one socket open on this node, with their user: what a
+    /// server checks against its session store to close sockets whose session ended elsewhere.
+    /// O(sockets open).
+    pub fn open_sessions(&self) -> Vec<(SessionKey, UserId)> {
+        let core = lock(&self.inner.core);
+        let mut out: Vec<(SessionKey, UserId)> = Vec::new();
+        for (id, u) in &core.users {
+            let first = out.len();
+            for s in &u.sockets {
+                // A user holds few sessions (at most one per socket): a scan of theirs is enough.
+                if !out[first..].iter().any(|(k, _)| *k == s.session) {
+                    out.push((s.session.clone(), *id));
+                }
+            }
+        }
+        out
+    }
+
     pub fn online_count(&self) -> usize {
         self.inner.core_now().0.state.online_count()
     }
