@@ -11,6 +11,7 @@
 //! - [`ws`]: the `/users/` WebSocket: handshake checks, then the socket loop.
 //! - [`cli`]: the `migrate` and `user` subcommands.
 //! - [`logging`]: the tutorial's console log lines, or JSON.
+//! - [`session_purge`]: deletes expired sessions on a schedule.
 //!
 //! Presence (who is online, transitions, fan-out) lives in the separate `presence` crate,
 //! which knows nothing about HTTP, HTML or SQL.
@@ -19,6 +20,7 @@ pub mod accounts;
 pub mod app;
 pub mod cli;
 pub mod logging;
+pub mod session_purge;
 pub mod settings;
 pub mod store;
 pub mod web;

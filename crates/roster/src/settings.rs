@@ -169,6 +169,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_SESSION_TTL", default_value = "14days", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
+    /// How often expired sessions are deleted from the database (also once at start-up). An
+    /// expired session never logs anyone in; this only keeps the table from growing.
+    #[arg(long, env = "ROSTER_SESSION_PURGE_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+    pub session_purge_interval: Duration,
+
     /// Mark cookies `Secure` (set this when Roster is served over HTTPS through a proxy).
     #[arg(long, env = "ROSTER_SECURE_COOKIES")]
     pub secure_cookies: bool,
@@ -195,6 +200,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s, 500ms or 15m: {e}"))
+}
+
+/// A [`parse_duration`] that must be more than zero (the period of a repeated task).
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err(format!("`{}` is not an interval: it must be more than 0s", s.trim())),
+        d => Ok(d),
+    }
 }
 
 /// Replaces the password of a URL like `postgres://user:secret@host/db` with `***`.
@@ -230,6 +243,9 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_interval("0s").unwrap_err().contains("more than 0s"));
+        assert!(parse_interval("0").is_err());
     }
 
     #[test]

@@ -4,4 +4,5 @@ mod accounts;
 mod cli;
 mod helpers;
 mod presence;
+mod session_purge;
 mod ws_client;
