@@ -1,4 +1,5 @@
-//! The subcommands: `serve` (default), `migrate`, and `user create|list|set-password|delete|import-django`.
+//! The subcommands: `serve` (default), `config`, `migrate`, and
+//! `user create|list|set-password|delete|import-django`.
 //!
 //! Passwords are read from a prompt (twice, hidden) or, when standard input is not a
 //! terminal, from its first line; never from argv, where other users could see them.
@@ -10,13 +11,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{self, NewPassword, Username};
 use crate::app::Application;
-use crate::settings::{redact_url, Cli, Command, DbArgs, ServeArgs, UserCommand};
+use crate::config::{Effective, Parsed};
+use crate::settings::{redact_url, Command, DbArgs, ServeArgs, UserCommand};
 use crate::store::{NewUser, Store, StoreError};
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(Parsed { cli, settings }: Parsed) -> anyhow::Result<()> {
     match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve, &settings).await,
+        Some(Command::Serve(args)) => serve(args, &settings).await,
+        Some(Command::Config(_)) => {
+            print!("{settings}");
+            Ok(())
+        }
         Some(Command::Migrate(db)) => {
             let store = open(&db).await?;
             store.migrate().await?;
@@ -27,10 +33,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, settings: &Effective) -> anyhow::Result<()> {
     crate::logging::init(args.log_format);
     if args.print_settings {
-        println!("{args:#?}");
+        print!("{settings}");
     }
     let app = Application::build(args).await?;
     tracing::info!("Roster serving on http://{}", app.local_addr());

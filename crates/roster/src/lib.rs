@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`settings`]: flags and `ROSTER_*` environment twins (clap), secrets redacted.
+//! - [`config`]: the config file (`--config roster.toml`) under flags and environment, and the
+//!   effective settings `roster config` prints.
 //! - [`app`]: `Application::build(settings)` then `run_until_stopped()`; what `serve` and the
 //!   tests run.
 //! - [`store`]: users and sessions on SQLite or PostgreSQL, one API, one SQL text.
@@ -19,6 +21,7 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod logging;
 pub mod session_purge;
 pub mod settings;

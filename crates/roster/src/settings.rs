@@ -2,7 +2,8 @@
 //!
 //! This module only describes and parses settings; it must not open sockets, files or
 //! databases. Secrets (the password in a database URL) are redacted whenever settings
-//! are printed (`Debug` and `roster serve --print-settings`).
+//! are printed (`Debug`; `roster config` goes through `config::redact`). The config file is
+//! read by `config`, which derives its keys from the flags defined here.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +20,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// A TOML file of settings: `key = value` lines whose keys are the long flags of `serve`
+    /// (`presence-grace = "5s"`). Flags win over environment variables, which win over the
+    /// file, which wins over the defaults. `roster config` shows the result.
+    #[arg(long, env = "ROSTER_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<std::path::PathBuf>,
+
     /// Settings for `serve`, also accepted without the subcommand.
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -28,6 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the web pages and the live user list (the default).
     Serve(ServeArgs),
+    /// Print the effective settings and where each comes from (flag, environment, config
+    /// file or default), secrets redacted, then exit. Takes the same flags as `serve`.
+    Config(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(DbArgs),
     /// Manage user accounts.
@@ -182,7 +192,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Print the settings (secrets redacted) to standard output at start-up.
+    /// Print the effective settings as `roster config` does (secrets redacted) to standard
+    /// output at start-up.
     #[arg(long, env = "ROSTER_PRINT_SETTINGS")]
     pub print_settings: bool,
 }

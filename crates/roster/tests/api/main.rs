@@ -2,6 +2,7 @@
 
 mod accounts;
 mod cli;
+mod config_file;
 mod helpers;
 mod presence;
 mod session_purge;
