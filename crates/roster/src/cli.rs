@@ -1,8 +1,10 @@
-//! The subcommands: `serve` (default), `config`, `migrate`, and
-//! `user create|list|set-password|delete|import-django`.
+//! The subcommands: `serve` (default), `config`, `migrate`,
+//! `user create|list|set-password|delete|import-django`, and (in `cli/data.rs`) `backup` and `copy`.
 //!
 //! Passwords are read from a prompt (twice, hidden) or, when standard input is not a
 //! terminal, from its first line; never from argv, where other users could see them.
+
+mod data;
 
 use std::io::{BufRead, IsTerminal};
 
@@ -30,6 +32,8 @@ pub async fn run(Parsed { cli, settings }: Parsed) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::User(cmd)) => user(cmd).await,
+        Some(Command::Backup { file, db }) => data::backup(&file, &db).await,
+        Some(Command::Copy(args)) => data::copy(&args).await,
     }
 }
 

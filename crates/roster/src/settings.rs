@@ -43,6 +43,45 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Write a consistent copy of the SQLite database into a new file while the server keeps
+    /// running (SQLite's `VACUUM INTO`). To restore, stop the server and serve from the copy.
+    /// For PostgreSQL, use pg_dump.
+    Backup {
+        /// The file to create; an existing file is never overwritten.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Copy users and sessions from the `--database-url` database (SQLite) into PostgreSQL, in
+    /// one transaction, keeping ids (sessions stay valid, the id sequence is moved past them).
+    Copy(CopyArgs),
+}
+
+/// `roster copy`: where to, and whether a target that already holds data may be updated.
+#[derive(Args, Clone)]
+pub struct CopyArgs {
+    /// The PostgreSQL database to copy into, `postgres://user:pass@host/db` (its schema is
+    /// created or upgraded first). The environment variable keeps the password off the
+    /// command line.
+    #[arg(long, env = "ROSTER_COPY_TO", value_name = "URL")]
+    pub to: String,
+    /// Copy into a target that already holds users or sessions, updating rows with the same
+    /// id (users and sessions only in the target are kept). Running the same copy again with
+    /// `--merge` changes nothing.
+    #[arg(long)]
+    pub merge: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+impl fmt::Debug for CopyArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CopyArgs")
+            .field("to", &redact_url(&self.to))
+            .field("merge", &self.merge)
+            .field("db", &self.db)
+            .finish()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -275,6 +314,13 @@ mod tests {
         assert_eq!(cli.serve.presence_grace, Duration::from_secs(5));
         assert_eq!(cli.serve.page_size, 200);
         assert!(!format!("{:?}", cli.serve.db).contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_redacts_the_copy_target_password() {
+        let cli = Cli::try_parse_from(["roster", "copy", "--to", "postgres://u:hunter2@h/db"]).expect("parses");
+        let Some(Command::Copy(args)) = cli.command else { panic!("copy expected") };
+        assert!(!format!("{args:?}").contains("hunter2"));
     }
 
     #[test]
