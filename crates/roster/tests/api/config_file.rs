@@ -3,23 +3,13 @@
 //! `roster serve --config FILE` runs with the file's settings.
 
 use std::collections::HashMap;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use reqwest::StatusCode;
 
 use crate::helpers::*;
 
-/// Runs `roster ARGS` with exactly the `ROSTER_*` variables given (the test's own are removed).
-async fn roster(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("ROSTER_")) {
-        command.env_remove(name);
-    }
-    let run = command.args(args).envs(env.iter().copied()).stdin(Stdio::null()).output();
-    tokio::time::timeout(DEADLINE, run).await.expect("roster finishes in time").expect("run roster")
-}
-
-fn stdout(out: &Output) -> String {
+pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -28,7 +18,7 @@ fn stderr(out: &Output) -> String {
 }
 
 /// `key -> (value, source)` from `roster config`'s `key = value  # source` lines.
-fn settings(out: &Output) -> HashMap<String, (String, String)> {
+pub fn settings(out: &Output) -> HashMap<String, (String, String)> {
     assert!(out.status.success(), "roster config failed: {}", stderr(out));
     stdout(out)
         .lines()
@@ -60,7 +50,7 @@ async fn flags_beat_environment_beat_file_beat_defaults() {
          allowed-origins = [\"https://a.example\", \"https://b.example\"]\n",
     );
     let env = [("ROSTER_PAGE_SIZE", "60"), ("ROSTER_TICK", "300ms")];
-    let out = roster(&["config", "--config", &file, "--tick", "400ms"], &env).await;
+    let out = run_roster(&["config", "--config", &file, "--tick", "400ms"], &env).await;
     let s = settings(&out);
     assert_eq!(s["tick"], pair("\"400ms\"", "flag"), "a flag beats the environment and the file");
     assert_eq!(s["page-size"], pair("60", "env ROSTER_PAGE_SIZE"), "the environment beats the file");
@@ -72,14 +62,14 @@ async fn flags_beat_environment_beat_file_beat_defaults() {
     assert!(stdout(&out).contains(&format!("# Config file: {file}")), "{}", stdout(&out));
 
     // ROSTER_CONFIG names the file as well as --config does; the same precedence holds.
-    let out = roster(&["config"], &[("ROSTER_CONFIG", &file), ("ROSTER_PAGE_SIZE", "70")]).await;
+    let out = run_roster(&["config"], &[("ROSTER_CONFIG", &file), ("ROSTER_PAGE_SIZE", "70")]).await;
     let s = settings(&out);
     assert_eq!(s["presence-grace"], pair("\"7s\"", "file"));
     assert_eq!(s["page-size"], pair("70", "env ROSTER_PAGE_SIZE"));
     assert_eq!(s["tick"], pair("\"250ms\"", "file"));
 
     // Without a file, every value is a default, and every key of the file is listed.
-    let out = roster(&["config"], &[]).await;
+    let out = run_roster(&["config"], &[]).await;
     let s = settings(&out);
     assert!(s.values().all(|(_, source)| source == "default"), "{}", stdout(&out));
     for key in ["presence-grace", "page-size", "tick", "secure-cookies", "allowed-origins", "session-purge-interval"] {
@@ -99,14 +89,14 @@ async fn config_errors_name_the_file_and_the_key() {
     ] {
         let (_dir, file) = config_file(text);
         for args in [&["config", "--config", &file][..], &["serve", "--bind", "127.0.0.1:0", "--config", &file]] {
-            let out = roster(args, &[]).await;
+            let out = run_roster(args, &[]).await;
             let err = stderr(&out);
             assert!(!out.status.success(), "{text:?} is refused by {args:?}");
             assert!(err.contains(&file) && err.contains(&format!("`{key}`")) && err.contains(says), "{text:?}: {err}");
             assert!(stdout(&out).is_empty(), "nothing printed or served for {text:?}");
         }
     }
-    let out = roster(&["config", "--config", "/nonexistent/roster.toml"], &[]).await;
+    let out = run_roster(&["config", "--config", "/nonexistent/roster.toml"], &[]).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot read the config file /nonexistent/roster.toml"), "{}", stderr(&out));
 }
@@ -115,15 +105,15 @@ async fn config_errors_name_the_file_and_the_key() {
 async fn config_redacts_secrets_from_every_source() {
     // Port 1 on loopback: nothing listens, so `serve` fails at once after printing its settings.
     let (_dir, file) = config_file("database-url = \"postgres://roster:file-Secret-1@127.0.0.1:1/roster\"\n");
-    let from_file = roster(&["config", "--config", &file], &[]).await;
+    let from_file = run_roster(&["config", "--config", &file], &[]).await;
     assert_eq!(settings(&from_file)["database-url"], pair("\"postgres://roster:***@127.0.0.1:1/roster\"", "file"));
     let from_env =
-        roster(&["config", "--config", &file], &[("ROSTER_DATABASE_URL", "postgres://u:env-Secret-2@h/db")]).await;
+        run_roster(&["config", "--config", &file], &[("ROSTER_DATABASE_URL", "postgres://u:env-Secret-2@h/db")]).await;
     assert_eq!(settings(&from_env)["database-url"], pair("\"postgres://u:***@h/db\"", "env ROSTER_DATABASE_URL"));
     let from_flag =
-        roster(&["config", "--database-url", "postgresql://u:flag-Secret-3@h:5433/db?sslmode=require"], &[]).await;
+        run_roster(&["config", "--database-url", "postgresql://u:flag-Secret-3@h:5433/db?sslmode=require"], &[]).await;
     assert_eq!(settings(&from_flag)["database-url"], pair("\"postgresql://u:***@h:5433/db?sslmode=require\"", "flag"));
-    let serving = roster(&["serve", "--print-settings", "--bind", "127.0.0.1:0", "--config", &file], &[]).await;
+    let serving = run_roster(&["serve", "--print-settings", "--bind", "127.0.0.1:0", "--config", &file], &[]).await;
     assert!(!serving.status.success(), "no database on port 1");
     assert!(stdout(&serving).contains("database-url = \"postgres://roster:***@127.0.0.1:1/roster\""));
     assert!(stderr(&serving).contains("cannot open the database postgres://roster:***@127.0.0.1:1/roster"));

@@ -5,6 +5,7 @@ mod backup;
 mod cli;
 mod config_file;
 mod helpers;
+mod operations_docs;
 #[path = "../support/pg.rs"]
 mod pg;
 mod presence;
