@@ -108,6 +108,12 @@ impl Application {
             shutdown.clone(),
         ));
 
+        tasks.spawn(crate::session_purge::purge_expired_sessions(
+            store.clone(),
+            settings.session_purge_interval,
+            shutdown.clone(),
+        ));
+
         let listener = TcpListener::bind(settings.bind).await?;
         let state = AppState::new(store, hub, sessions, sockets.handle(), &settings, shutdown.clone(), tasks.clone());
         Ok(Application {

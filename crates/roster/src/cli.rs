@@ -1,7 +1,10 @@
-//! The subcommands: `serve` (default), `migrate`, and `user create|list|set-password|delete|import-django`.
+//! The subcommands: `serve` (default), `config`, `migrate`,
+//! `user create|list|set-password|delete|import-django`, and (in `cli/data.rs`) `backup` and `copy`.
 //!
 //! Passwords are read from a prompt (twice, hidden) or, when standard input is not a
 //! terminal, from its first line; never from argv, where other users could see them.
+
+mod data;
 
 use std::io::{BufRead, IsTerminal};
 
@@ -10,13 +13,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{self, NewPassword, Username};
 use crate::app::Application;
-use crate::settings::{redact_url, Cli, Command, DbArgs, ServeArgs, UserCommand};
+use crate::config::{Effective, Parsed};
+use crate::settings::{redact_url, Command, DbArgs, ServeArgs, UserCommand};
 use crate::store::{NewUser, Store, StoreError};
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(Parsed { cli, settings }: Parsed) -> anyhow::Result<()> {
     match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve, &settings).await,
+        Some(Command::Serve(args)) => serve(args, &settings).await,
+        Some(Command::Config(_)) => {
+            print!("{settings}");
+            Ok(())
+        }
         Some(Command::Migrate(db)) => {
             let store = open(&db).await?;
             store.migrate().await?;
@@ -24,13 +32,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::User(cmd)) => user(cmd).await,
+        Some(Command::Backup { file, db }) => data::backup(&file, &db).await,
+        Some(Command::Copy(args)) => data::copy(&args).await,
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, settings: &Effective) -> anyhow::Result<()> {
     crate::logging::init(args.log_format);
     if args.print_settings {
-        println!("{args:#?}");
+        print!("{settings}");
     }
     let app = Application::build(args).await?;
     tracing::info!("Roster serving on http://{}", app.local_addr());

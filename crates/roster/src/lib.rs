@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`settings`]: flags and `ROSTER_*` environment twins (clap), secrets redacted.
+//! - [`config`]: the config file (`--config roster.toml`) under flags and environment, and the
+//!   effective settings `roster config` prints.
 //! - [`app`]: `Application::build(settings)` then `run_until_stopped()`; what `serve` and the
 //!   tests run.
 //! - [`store`]: users and sessions on SQLite or PostgreSQL, one API, one SQL text.
@@ -11,6 +13,7 @@
 //! - [`ws`]: the `/users/` WebSocket: handshake checks, then the socket loop.
 //! - [`cli`]: the `migrate` and `user` subcommands.
 //! - [`logging`]: the tutorial's console log lines, or JSON.
+//! - [`session_purge`]: deletes expired sessions on a schedule.
 //!
 //! Presence (who is online, transitions, fan-out) lives in the separate `presence` crate,
 //! which knows nothing about HTTP, HTML or SQL.
@@ -18,7 +21,9 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod logging;
+pub mod session_purge;
 pub mod settings;
 pub mod store;
 pub mod web;

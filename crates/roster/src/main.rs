@@ -1,12 +1,19 @@
-//! The `roster` binary: parse the command line, set up logging, hand over to the library.
+//! The `roster` binary: parse the command line (with the config file it names), hand over to
+//! the library.
 
-use clap::Parser;
-use roster::settings::Cli;
+use roster::config::ConfigError;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match roster::cli::run(cli).await {
+    let parsed = match roster::config::parse(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(ConfigError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("roster: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match roster::cli::run(parsed).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("roster: {e:#}");

@@ -2,7 +2,8 @@
 //!
 //! This module only describes and parses settings; it must not open sockets, files or
 //! databases. Secrets (the password in a database URL) are redacted whenever settings
-//! are printed (`Debug` and `roster serve --print-settings`).
+//! are printed (`Debug`; `roster config` goes through `config::redact`). The config file is
+//! read by `config`, which derives its keys from the flags defined here.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +20,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// A TOML file of settings: `key = value` lines whose keys are the long flags of `serve`
+    /// (`presence-grace = "5s"`). Flags win over environment variables, which win over the
+    /// file, which wins over the defaults. `roster config` shows the result.
+    #[arg(long, env = "ROSTER_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<std::path::PathBuf>,
+
     /// Settings for `serve`, also accepted without the subcommand.
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -28,11 +35,53 @@ pub struct Cli {
 pub enum Command {
     /// Serve the web pages and the live user list (the default).
     Serve(ServeArgs),
+    /// Print the effective settings and where each comes from (flag, environment, config
+    /// file or default), secrets redacted, then exit. Takes the same flags as `serve`.
+    Config(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(DbArgs),
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Write a consistent copy of the SQLite database into a new file while the server keeps
+    /// running (SQLite's `VACUUM INTO`). To restore, stop the server and serve from the copy.
+    /// For PostgreSQL, use pg_dump.
+    Backup {
+        /// The file to create; an existing file is never overwritten.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Copy users and sessions from the `--database-url` database (SQLite) into PostgreSQL, in
+    /// one transaction, keeping ids (sessions stay valid, the id sequence is moved past them).
+    Copy(CopyArgs),
+}
+
+/// `roster copy`: where to, and whether a target that already holds data may be updated.
+#[derive(Args, Clone)]
+pub struct CopyArgs {
+    /// The PostgreSQL database to copy into, `postgres://user:pass@host/db` (its schema is
+    /// created or upgraded first). The environment variable keeps the password off the
+    /// command line.
+    #[arg(long, env = "ROSTER_COPY_TO", value_name = "URL")]
+    pub to: String,
+    /// Copy into a target that already holds users or sessions, updating rows with the same
+    /// id (users and sessions only in the target are kept). Running the same copy again with
+    /// `--merge` changes nothing.
+    #[arg(long)]
+    pub merge: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+impl fmt::Debug for CopyArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CopyArgs")
+            .field("to", &redact_url(&self.to))
+            .field("merge", &self.merge)
+            .field("db", &self.db)
+            .finish()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +218,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_SESSION_TTL", default_value = "14days", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
+    /// How often expired sessions are deleted from the database (also once at start-up). An
+    /// expired session never logs anyone in; this only keeps the table from growing.
+    #[arg(long, env = "ROSTER_SESSION_PURGE_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+    pub session_purge_interval: Duration,
+
     /// Mark cookies `Secure` (set this when Roster is served over HTTPS through a proxy).
     #[arg(long, env = "ROSTER_SECURE_COOKIES")]
     pub secure_cookies: bool,
@@ -177,7 +231,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Print the settings (secrets redacted) to standard output at start-up.
+    /// Print the effective settings as `roster config` does (secrets redacted) to standard
+    /// output at start-up.
     #[arg(long, env = "ROSTER_PRINT_SETTINGS")]
     pub print_settings: bool,
 }
@@ -195,6 +250,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s, 500ms or 15m: {e}"))
+}
+
+/// A [`parse_duration`] that must be more than zero (the period of a repeated task).
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err(format!("`{}` is not an interval: it must be more than 0s", s.trim())),
+        d => Ok(d),
+    }
 }
 
 /// Replaces the password of a URL like `postgres://user:secret@host/db` with `***`.
@@ -230,6 +293,9 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_interval("0s").unwrap_err().contains("more than 0s"));
+        assert!(parse_interval("0").is_err());
     }
 
     #[test]
@@ -248,6 +314,13 @@ mod tests {
         assert_eq!(cli.serve.presence_grace, Duration::from_secs(5));
         assert_eq!(cli.serve.page_size, 200);
         assert!(!format!("{:?}", cli.serve.db).contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_redacts_the_copy_target_password() {
+        let cli = Cli::try_parse_from(["roster", "copy", "--to", "postgres://u:hunter2@h/db"]).expect("parses");
+        let Some(Command::Copy(args)) = cli.command else { panic!("copy expected") };
+        assert!(!format!("{args:?}").contains("hunter2"));
     }
 
     #[test]

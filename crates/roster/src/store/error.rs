@@ -11,6 +11,9 @@ pub enum StoreError {
     /// password redacted.
     #[error("unsupported database URL {0}")]
     UnsupportedUrl(String),
+    /// Something this backend does not do, said in a few words.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     #[error("database error")]
     Database(#[source] sqlx::Error),
     #[error("database migration failed")]

@@ -18,7 +18,11 @@
 //! - `model.rs`: [`User`], [`NewUser`], [`ListQuery`].
 //! - `users.rs`: accounts, last seen, the user list.
 //! - `sessions.rs`: server-side sessions keyed by the hash of the cookie value.
+//! - `backup.rs`: a consistent copy of a live SQLite database in a new file.
+//! - `copy.rs`: users and sessions copied into PostgreSQL (ids kept, resumable).
 
+mod backup;
+mod copy;
 mod error;
 mod model;
 mod sessions;
@@ -31,6 +35,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use copy::{Copied, CopyError};
 pub use error::StoreError;
 pub use model::{ListQuery, ListedUser, NewUser, User};
 

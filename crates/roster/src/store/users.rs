@@ -12,6 +12,10 @@ macro_rules! user_columns {
 }
 pub(super) use user_columns;
 
+/// Keyset paging over every user, by id: `$1` = the last id seen (0 at first), `$2` = page size.
+pub(super) const USERS_AFTER_ID: &str =
+    concat!("SELECT ", user_columns!(), " FROM users WHERE id > $1 ORDER BY id LIMIT $2");
+
 /// How `list_users` narrows the list.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ListFilter {
@@ -283,8 +287,7 @@ impl Store {
     /// Every user with `id > after_id`, by id, at most `limit` (keyset paging for the CLI:
     /// pass the last id seen, starting from 0).
     pub async fn list_all(&self, after_id: i64, limit: u64) -> Result<Vec<User>, StoreError> {
-        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id > $1 ORDER BY id LIMIT $2");
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, User>(SQL)
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, User>(USERS_AFTER_ID)
             .bind(after_id)
             .bind(sql_count(limit))
             .fetch_all(pool)

@@ -141,6 +141,17 @@ pub async fn run_cli(db_url: &str, args: &[&str], stdin: &str) -> std::process::
     tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("cli finishes in time").expect("output")
 }
 
+/// Runs `roster ARGS` to completion with exactly the `ROSTER_*` variables in `env` (the test's
+/// own are removed) and no standard input.
+pub async fn run_roster(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roster"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("ROSTER_")) {
+        command.env_remove(name);
+    }
+    let run = command.args(args).envs(env.iter().copied()).stdin(Stdio::null()).output();
+    tokio::time::timeout(DEADLINE, run).await.expect("roster finishes in time").expect("run roster")
+}
+
 /// The `csrfmiddlewaretoken` value in a page.
 pub fn csrf_from(html: &str) -> String {
     let marker = "name=\"csrfmiddlewaretoken\" value=\"";

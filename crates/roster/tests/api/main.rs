@@ -1,7 +1,13 @@
 //! Integration tests: the real `roster` binary on a free port, a fresh database per test.
 
 mod accounts;
+mod backup;
 mod cli;
+mod config_file;
 mod helpers;
+mod operations_docs;
+#[path = "../support/pg.rs"]
+mod pg;
 mod presence;
+mod session_purge;
 mod ws_client;
