@@ -182,10 +182,11 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the accounts of online users are checked against the store.
 const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Accounts can be deactivated or deleted by another process (`roster user deactivate|delete`,
-/// another node). Every `every`, the users online here are looked up in one query (O(online),
-/// never O(accounts)); a deleted user's sockets are closed and the deletion announced, an
-/// inactive user's sockets are closed (1008).
+/// Accounts can be created, deactivated or deleted by another process (`roster user ...`,
+/// another node). Every `every`: the count of accounts is read (one row the database keeps), and
+/// the users online are looked up in one query (O(online), never O(accounts)); a deleted user's
+/// sockets here are closed and the deletion announced to this node's watchers, an inactive
+/// user's sockets here are closed (1008).
 async fn reconcile_accounts(
     store: Store,
     hub: Hub,
@@ -199,6 +200,10 @@ async fn reconcile_accounts(
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
+        }
+        match store.count_users().await {
+            Ok(n) => hub.set_registered_here(n),
+            Err(e) => tracing::warn!(error = %e, "could not read the count of accounts"),
         }
         let online: Vec<UserId> = hub.online_users().iter().map(|u| u.id).collect();
         if online.is_empty() {

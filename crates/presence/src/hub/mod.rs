@@ -72,6 +72,9 @@ struct Core {
     pending: Vec<Event>,
     /// Changes for the layer, in order.
     outbox: Vec<Change>,
+    /// The counts changed without an event (`set_registered_here`): the next flush goes out
+    /// even if `pending` is empty, carrying only the counts.
+    counts_changed: bool,
 }
 
 struct Inner {
@@ -161,9 +164,10 @@ impl Inner {
     fn flush(&self) -> Option<Arc<Batch>> {
         let (events, online_count, registered) = {
             let mut core = lock(&self.core);
-            if core.pending.is_empty() {
+            if core.pending.is_empty() && !core.counts_changed {
                 return None;
             }
+            core.counts_changed = false;
             (std::mem::take(&mut core.pending), core.replica.online_count() as u64, core.replica.registered())
         };
         // The snapshot moves to this batch before it is sent: a connection that reads the
@@ -207,6 +211,7 @@ impl Hub {
                 replica: Replica::new(registered_count),
                 pending: Vec::new(),
                 outbox: Vec::new(),
+                counts_changed: false,
             }),
             published: Mutex::new(Published::new(registered_count)),
             ring: Ring::new(config.queue_capacity),
@@ -328,6 +333,19 @@ impl Hub {
             self.inner.wake.notify_one();
         }
         self.inner.queue(core);
+    }
+
+    /// The store's count of accounts, read by this node's reconciler: corrects this node's count
+    /// (accounts added or removed by another process, an event missed); watchers get the new
+    /// count in the next batch.
+    pub fn set_registered_here(&self, registered: u64) {
+        let mut core = lock(&self.inner.core);
+        if core.replica.registered() != registered {
+            core.replica.set_registered(registered);
+            core.counts_changed = true;
+            drop(core);
+            self.inner.wake.notify_one();
+        }
     }
 
     /// A new account: every node's registered count grows; roster.v1 diffs carry it in

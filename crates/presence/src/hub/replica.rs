@@ -56,6 +56,10 @@ impl Replica {
         self.registered
     }
 
+    pub(super) fn set_registered(&mut self, registered: u64) {
+        self.registered = registered;
+    }
+
     /// An account was deleted (heard from the cluster, or found by this node's reconciler): the
     /// count drops and the next batch lists it, once per id.
     pub(super) fn deleted(&mut self, id: UserId, batch: &mut Vec<Event>) {

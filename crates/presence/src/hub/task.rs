@@ -53,7 +53,10 @@ pub(super) async fn run<L: Layer>(inner: Arc<Inner>, layer: Arc<L>, mut deliveri
         }
 
         let now = Instant::now();
-        let has_pending = !lock(&inner.core).pending.is_empty();
+        let has_pending = {
+            let core = lock(&inner.core);
+            !core.pending.is_empty() || core.counts_changed
+        };
         let mut wake_at = next_expiry.map(|ms| Instant::from_std(inner.clock.instant_of(ms)));
         if has_pending {
             match last.as_ref().map(|p| p.next_flush(&inner.clock, tick)) {
