@@ -1,28 +1,34 @@
 //! Roster's presence core: who is online, the transitions between Online and Offline, one node's
-//! hub that fans them out to sockets, the wire protocol, and the seam to other nodes.
+//! hub that fans them out to sockets, the wire protocol, and the seam to the cluster.
 //!
 //! This crate must not depend on HTTP, HTML or SQL (no axum, sqlx, redis): the web server drives it
-//! through [`Hub`] and [`Connection`], and a Redis [`layer::Layer`] lives in its own crate.
+//! through [`Hub`] and [`Connection`], and the Redis [`layer::Layer`] lives in its own crate.
 //!
 //! # Layout
 //!
-//! - [`state`]: the pure state machine (per-user socket counts, grace period, transitions). No I/O,
-//!   no tokio, time comes in as an argument: deterministic and property-tested.
+//! - [`event`]: the one vocabulary between a node and the cluster: [`event::Change`] (a node's
+//!   sockets came up or went down, account events), [`event::Event`] (what the cluster decided,
+//!   numbered) and [`event::Delivery`].
+//! - [`state`]: the pure state machine (per-user counts, grace period, transitions). No I/O, no
+//!   tokio, time comes in as an argument: deterministic and property-tested. The in-process layer
+//!   runs the cluster's rules on it.
 //! - [`protocol`]: every wire message, in one place: the tutorial's `{"username","is_logged_in"}`
 //!   frames and the `roster.v1` snapshot/diff frames, plus close codes.
-//! - [`hub`]: one node's hub (tokio): the registry of local sockets, the grace timers, per-tick
-//!   batching, serialize-once fan-out over a bounded broadcast ring, and the lag policy.
-//! - [`layer`]: the `Layer` trait (publish/subscribe between nodes, node heartbeats, shared
-//!   presence) and [`layer::MemoryLayer`], the in-process implementation.
+//! - [`hub`]: one node's hub (tokio): the registry of local sockets, the replica of the cluster,
+//!   per-tick batching, serialize-once fan-out over bounded broadcast rings, and the lag policy.
+//! - [`layer`]: the `Layer` trait (a node's membership of the cluster), [`layer::MemoryCluster`]
+//!   (in-process) and the conformance suite every implementation passes.
 //!
 //! # Shape of a presence change
 //!
-//! A socket opens ([`Hub::connect`]) or closes (dropping its [`Connection`]) on the caller's
-//! thread: the hub updates the [`state::PresenceState`] under a short lock and queues the
-//! resulting transitions. The hub's task flushes queued transitions as one batch per tick,
-//! serializes the batch once per protocol, and publishes it to a bounded broadcast ring that every
+//! A socket opens ([`Hub::connect`]) or closes (dropping its [`Connection`]). The hub's registry
+//! counts it; a user's first (or last) socket on this node becomes a [`event::Change`] for the
+//! layer. The layer decides the cluster-wide transition (other nodes, the grace) and delivers it
+//! as a numbered [`event::Event`] to every node's hub, which batches events per tick, serializes
+//! each batch once per protocol, and publishes it to a bounded broadcast ring that every
 //! [`Connection`] reads from.
 
+pub mod event;
 pub mod hub;
 pub mod layer;
 pub mod protocol;
@@ -30,14 +36,17 @@ pub mod state;
 
 use std::sync::Arc;
 
-pub use hub::{ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, SessionKey};
+use serde::{Deserialize, Serialize};
+
+pub use event::SessionKey;
+pub use hub::{ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, Session};
 pub use protocol::{Snapshot, ROSTER_V1};
 
 /// A user's primary key, as stored by the server.
 pub type UserId = i64;
 
-/// A user as the presence core knows it: id and display name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A user as the presence core knows it, and as the wire shows it: id and display name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UserRef {
     pub id: UserId,
     pub username: Arc<str>,

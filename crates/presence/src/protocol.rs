@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::UserId;
+use crate::{UserId, UserRef};
 
 /// The `Sec-WebSocket-Protocol` value of the full protocol.
 pub const ROSTER_V1: &str = "roster.v1";
@@ -59,13 +59,6 @@ pub struct TutorialFrame<'a> {
     pub is_logged_in: bool,
 }
 
-/// A user in `online` and `signed_up` lists.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct WireUser {
-    pub id: UserId,
-    pub username: Arc<str>,
-}
-
 /// A user in a diff's `offline` list.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OfflineUser {
@@ -81,7 +74,7 @@ pub struct OfflineUser {
 #[serde(tag = "type", rename = "snapshot")]
 pub struct Snapshot {
     pub seq: u64,
-    pub online: Vec<WireUser>,
+    pub online: Vec<UserRef>,
     pub online_count: u64,
     pub registered_count: u64,
 }
@@ -91,9 +84,9 @@ pub struct Snapshot {
 #[serde(tag = "type", rename = "diff")]
 pub struct Diff {
     pub seq: u64,
-    pub online: Vec<WireUser>,
+    pub online: Vec<UserRef>,
     pub offline: Vec<OfflineUser>,
-    pub signed_up: Vec<WireUser>,
+    pub signed_up: Vec<UserRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<UserId>,
     pub online_count: u64,
@@ -200,12 +193,7 @@ mod tests {
 
     #[test]
     fn snapshot_and_diff_shapes() {
-        let snap = Snapshot {
-            seq: 3,
-            online: vec![WireUser { id: 1, username: "a".into() }],
-            online_count: 1,
-            registered_count: 2,
-        };
+        let snap = Snapshot { seq: 3, online: vec![UserRef::new(1, "a")], online_count: 1, registered_count: 2 };
         let text = serde_json::to_string(&snap).unwrap();
         assert_eq!(
             text,
@@ -215,7 +203,7 @@ mod tests {
         let diff = Diff {
             seq: 4,
             offline: vec![OfflineUser { id: 1, username: "a".into(), last_seen: 1700000000000 }],
-            signed_up: vec![WireUser { id: 2, username: "b".into() }],
+            signed_up: vec![UserRef::new(2, "b")],
             online_count: 0,
             registered_count: 2,
             ..Diff::default()

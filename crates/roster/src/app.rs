@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use presence::{Hub, HubConfig, PresenceObserver, UserId};
+use presence::layer::{LayerConfig, MemoryCluster};
+use presence::{Hub, HubConfig, PresenceObserver, SessionKey, UserId};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,8 @@ pub struct Application {
     tasks: TaskTracker,
     hub_task: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
+    /// Stops the last_seen writer once the hub has said its last.
+    writer_stop: CancellationToken,
     /// Where socket loops run (see [`SocketRuntime`]).
     sockets: SocketRuntime,
 }
@@ -83,23 +86,27 @@ impl Application {
         let tasks = TaskTracker::new();
 
         let (last_seen_tx, last_seen_rx) = mpsc::channel(LAST_SEEN_QUEUE);
-        tasks.spawn(write_last_seen(store.clone(), last_seen_rx, shutdown.clone()));
-        let observer = Arc::new(LastSeenWriter { tx: last_seen_tx });
+        // The writer outlives the hub: it stops once the hub task has ended (see `run_until_stopped`),
+        // so the Offline of a stop is saved too.
+        let writer_stop = CancellationToken::new();
+        tasks.spawn(write_last_seen(store.clone(), last_seen_rx, writer_stop.clone()));
+        let sessions = Arc::new(SessionCache::default());
+        let observer = Arc::new(Observer { last_seen: last_seen_tx, sessions: sessions.clone() });
 
         let hub_config = HubConfig {
-            grace: settings.presence_grace,
             tick: settings.tick,
             max_sockets_per_user: settings.max_sockets_per_user as usize,
             queue_capacity: settings.send_queue as usize,
         };
+        let layer_config = LayerConfig { grace: settings.presence_grace, ..LayerConfig::default() };
         // The hub task runs beside the sockets it wakes (see `SocketRuntime`).
         let sockets = SocketRuntime::new()?;
         let (hub, hub_task) = {
             let _on_socket_runtime = sockets.handle().enter();
-            Hub::start(hub_config, registered, observer, shutdown.clone())
+            let layer = MemoryCluster::new(layer_config).node();
+            Hub::start(hub_config, registered, layer, observer, shutdown.clone())?
         };
 
-        let sessions = Arc::new(SessionCache::default());
         tasks.spawn(reconcile_accounts(
             store.clone(),
             hub.clone(),
@@ -124,6 +131,7 @@ impl Application {
             tasks,
             hub_task,
             shutdown,
+            writer_stop,
         })
     }
 
@@ -163,6 +171,7 @@ impl Application {
         // axum does not wait for upgraded WebSocket tasks (axum#3003): the hub closes them.
         self.shutdown.cancel();
         let _ = self.hub_task.await;
+        self.writer_stop.cancel();
         self.tasks.close();
         if tokio::time::timeout(SHUTDOWN_WAIT, self.tasks.wait()).await.is_err() {
             tracing::warn!("some sockets did not close within {SHUTDOWN_WAIT:?}; exiting anyway");
@@ -179,10 +188,11 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the accounts of online users are checked against the store.
 const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Accounts can be deactivated or deleted by another process (`roster user deactivate|delete`,
-/// another node). Every `every`, the users online here are looked up in one query (O(online),
-/// never O(accounts)); a deleted user's sockets are closed and the deletion announced, an
-/// inactive user's sockets are closed (1008).
+/// Accounts can be created, deactivated or deleted by another process (`roster user ...`,
+/// another node). Every `every`: the count of accounts is read (one row the database keeps), and
+/// the users online are looked up in one query (O(online), never O(accounts)); a deleted user's
+/// sockets here are closed and the deletion announced to this node's watchers, an inactive
+/// user's sockets here are closed (1008).
 async fn reconcile_accounts(
     store: Store,
     hub: Hub,
@@ -196,6 +206,10 @@ async fn reconcile_accounts(
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
+        }
+        match store.count_users().await {
+            Ok(n) => hub.set_registered_here(n),
+            Err(e) => tracing::warn!(error = %e, "could not read the count of accounts"),
         }
         let online: Vec<UserId> = hub.online_users().iter().map(|u| u.id).collect();
         if online.is_empty() {
@@ -214,13 +228,12 @@ async fn reconcile_accounts(
                 None => {
                     tracing::info!(user_id = id, "account deleted: closing its sockets");
                     sessions.forget_user(id);
-                    hub.close_user(id);
-                    hub.user_deleted(id);
+                    hub.close_user_here(id, true);
                 }
                 Some(false) => {
                     tracing::info!(user_id = id, "account deactivated: closing its sockets");
                     sessions.forget_user(id);
-                    hub.close_user(id);
+                    hub.close_user_here(id, false);
                 }
                 Some(true) => {}
             }
@@ -228,26 +241,40 @@ async fn reconcile_accounts(
     }
 }
 
-/// Hands offline transitions from the hub to the database writer without blocking the hub.
-struct LastSeenWriter {
-    tx: mpsc::Sender<Vec<(UserId, i64)>>,
+/// What the hub tells the server: offline transitions go to the database writer (without
+/// blocking the hub), ended sessions and closed accounts leave the session cache.
+struct Observer {
+    last_seen: mpsc::Sender<Vec<(UserId, i64)>>,
+    sessions: Arc<SessionCache>,
 }
 
-impl PresenceObserver for LastSeenWriter {
+impl PresenceObserver for Observer {
     fn went_offline(&self, users: &[(UserId, i64)]) {
-        if let Err(e) = self.tx.try_send(users.to_vec()) {
+        if let Err(e) = self.last_seen.try_send(users.to_vec()) {
             tracing::warn!(users = users.len(), error = %e, "last_seen queue full; these last_seen times are not saved");
+        }
+    }
+
+    fn sessions_ended(&self, sessions: &[SessionKey], users: &[UserId]) {
+        for key in sessions {
+            if let Ok(hash) = std::str::from_utf8(key.as_bytes()) {
+                self.sessions.forget(hash);
+            }
+        }
+        for &user in users {
+            self.sessions.forget_user(user);
         }
     }
 }
 
-/// Writes `last_seen` batches, merging whatever has queued up into one transaction. At
-/// shutdown it writes what is already queued, so a clean stop loses nothing.
-async fn write_last_seen(store: Store, mut rx: mpsc::Receiver<Vec<(UserId, i64)>>, shutdown: CancellationToken) {
+/// Writes `last_seen` batches, merging whatever has queued up into one transaction. When `stop`
+/// is cancelled (after the hub task has ended) it writes what is queued, so a clean stop loses
+/// nothing.
+async fn write_last_seen(store: Store, mut rx: mpsc::Receiver<Vec<(UserId, i64)>>, stop: CancellationToken) {
     loop {
         let (mut batch, stopping) = tokio::select! {
             batch = rx.recv() => match batch { Some(b) => (b, false), None => return },
-            () = shutdown.cancelled() => (Vec::new(), true),
+            () = stop.cancelled() => (Vec::new(), true),
         };
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use presence::layer::{LayerConfig, MemoryCluster};
 use presence::protocol::{parse_server_frame, ServerFrame, TutorialFrame};
 use presence::{
     ConnectError, Connection, Hub, HubConfig, Outgoing, PresenceObserver, Protocol, SessionKey, UserId, UserRef,
@@ -38,17 +39,15 @@ impl TestHub {
 fn start(grace_ms: u64, tick_ms: u64, capacity: usize) -> TestHub {
     let offline = Arc::new(Recorder::default());
     let shutdown = CancellationToken::new();
+    let layer = MemoryCluster::new(LayerConfig { grace: Duration::from_millis(grace_ms), ..LayerConfig::default() });
     let (hub, task) = Hub::start(
-        HubConfig {
-            grace: Duration::from_millis(grace_ms),
-            tick: Duration::from_millis(tick_ms),
-            max_sockets_per_user: 4,
-            queue_capacity: capacity,
-        },
+        HubConfig { tick: Duration::from_millis(tick_ms), max_sockets_per_user: 4, queue_capacity: capacity },
         100,
+        layer.node(),
         offline.clone(),
         shutdown.clone(),
-    );
+    )
+    .expect("the hub joins the in-process cluster");
     TestHub { hub, shutdown, task, offline }
 }
 
@@ -238,6 +237,7 @@ async fn reload_within_grace_sends_nothing() {
     drop(a);
     tokio::time::advance(Duration::from_secs(2)).await;
     let _a2 = t.open(2, "s", Protocol::Tutorial);
+    settle().await; // the hub task hands the reopen to the layer
     tokio::time::advance(Duration::from_secs(60)).await;
     settle().await;
     client.drain(&mut w);
@@ -257,7 +257,7 @@ async fn close_session_closes_with_4001_and_goes_offline_at_once() {
     while w.try_next().is_some() {}
 
     // Log out of one of two sessions: its sockets close, the user stays online.
-    t.hub.close_session(&session("phone"));
+    t.hub.close_session(&session("phone"), 2);
     let closed = Outgoing::Close { code: 4001, reason: "logged out" };
     assert_eq!(s1.next().await, closed);
     assert_eq!(s1.try_next(), Some(closed.clone()), "close is sticky");
@@ -270,7 +270,8 @@ async fn close_session_closes_with_4001_and_goes_offline_at_once() {
 
     // Log out of the last one: Offline at once, no grace.
     let start = Instant::now();
-    t.hub.close_session(&session("laptop"));
+    t.hub.close_session(&session("laptop"), 2);
+    settle().await;
     assert!(!t.hub.is_online(2));
     assert_eq!(other.next().await, closed);
     assert_eq!(tutorial(&frame(&mut w, SOON).await), ("user2".into(), false));
@@ -288,7 +289,8 @@ async fn log_out_during_grace_ends_it() {
     settle().await;
     while w.try_next().is_some() {}
     drop(s); // the page unloads before the log out POST arrives
-    t.hub.close_session(&session("s"));
+    t.hub.close_session(&session("s"), 2);
+    settle().await;
     assert!(!t.hub.is_online(2));
     assert_eq!(tutorial(&frame(&mut w, SOON).await), ("user2".into(), false));
 }
@@ -349,7 +351,7 @@ async fn batching_sends_a_lone_change_at_once_and_coalesces_a_burst() {
     assert!(v1.try_next().is_none(), "a burst within the tick waits");
     let f = frame(&mut v1, Duration::from_millis(150)).await;
     let ServerFrame::Diff(d) = parse_server_frame(&f).unwrap() else { panic!() };
-    let ids = |v: &[presence::protocol::WireUser]| v.iter().map(|u| u.id).collect::<Vec<_>>();
+    let ids = |v: &[UserRef]| v.iter().map(|u| u.id).collect::<Vec<_>>();
     assert_eq!(ids(&d.online), vec![3, 4]);
     assert_eq!(d.offline.iter().map(|u| u.id).collect::<Vec<_>>(), vec![2]);
     client.apply(&f);
@@ -488,8 +490,8 @@ async fn sign_ups_and_deletions_in_diffs_only() {
     settle().await;
 
     t.hub.signed_up(user(50));
-    assert_eq!(t.hub.registered_count(), 101);
     settle().await;
+    assert_eq!(t.hub.registered_count(), 101, "counted once the cluster has it");
     client.drain(&mut v1);
     assert_eq!(client.signed_up, vec![50]);
     assert_eq!(client.registered, 101);
@@ -497,6 +499,7 @@ async fn sign_ups_and_deletions_in_diffs_only() {
 
     tokio::time::advance(Duration::from_millis(500)).await;
     t.hub.user_deleted(3);
+    settle().await;
     assert_eq!(t.hub.registered_count(), 100);
     tokio::time::advance(Duration::from_millis(500)).await;
     settle().await;
@@ -516,8 +519,8 @@ async fn online_users_sorted_and_counts() {
         .enumerate()
         .map(|(i, n)| t.hub.connect(UserRef::new(i as i64 + 1, *n), session(n), Protocol::Tutorial).unwrap())
         .collect();
-    assert_eq!(t.hub.online_count(), 4, "the count is live");
     settle().await;
+    assert_eq!(t.hub.online_count(), 4, "the count is live, before the batch goes out");
     tokio::time::advance(Duration::from_millis(200)).await;
     settle().await;
     // The sorted list is that of the last flushed batch.

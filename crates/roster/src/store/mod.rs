@@ -8,7 +8,6 @@
 //!
 //! Nothing here is O(all accounts) per request: lookups go through primary keys or unique
 //! indexes, and the user list walks `users_last_seen_idx` (see [`Store::list_users`]).
-//! [`Store::count_users`] is the one exception and is meant for start-up and the CLI.
 //!
 //! This module knows nothing of HTTP, password hashing or username rules: callers pass the
 //! normalised `username_key` and an already computed password hash.

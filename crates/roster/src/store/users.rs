@@ -182,9 +182,10 @@ impl Store {
         Ok(())
     }
 
-    /// Number of accounts. O(all accounts): for start-up and the CLI, never per request.
+    /// Number of accounts, O(1): a row the database keeps by trigger (migration 0002), exact
+    /// whichever process added or removed accounts.
     pub async fn count_users(&self) -> Result<u64, StoreError> {
-        const SQL: &str = "SELECT COUNT(*) FROM users";
+        const SQL: &str = "SELECT n FROM user_count WHERE id = 1";
         let n: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

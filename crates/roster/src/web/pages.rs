@@ -197,7 +197,7 @@ pub async fn log_in(
     if let Some(old) = &user.0 {
         app.sessions.forget(&old.session_hash);
         app.store.delete_session(&old.session_hash).await?;
-        app.hub.close_session(&presence::SessionKey::from(old.session_hash.as_str()));
+        app.hub.close_session(&presence::SessionKey::from(old.session_hash.as_str()), old.user.id);
     }
     let (session_id, session_hash) = new_session_id();
     let now_ms = crate::now_ms();
@@ -223,7 +223,7 @@ pub async fn log_out(State(app): State<AppState>, user: MaybeUser) -> Result<Res
     if let Some(current) = user.0 {
         app.sessions.forget(&current.session_hash);
         app.store.delete_session(&current.session_hash).await?;
-        app.hub.close_session(&presence::SessionKey::from(current.session_hash.as_str()));
+        app.hub.close_session(&presence::SessionKey::from(current.session_hash.as_str()), current.user.id);
         tracing::info!(user_id = current.user.id, "logged out");
     }
     let mut headers = HeaderMap::new();

@@ -334,6 +334,24 @@ async fn sign_ups_appear_in_v1_diffs_and_counts() {
 }
 
 #[tokio::test]
+async fn accounts_the_cli_adds_or_removes_are_counted_live() {
+    let server = TestServer::start().await;
+    let alice = user_browser(&server, "alice").await;
+    let mut ws = open(&server, Some(&alice), V1).await.expect("socket");
+    let mut view = View::default();
+    view.until(&mut ws, "snapshot", |v| v.seq.is_some()).await;
+    assert_eq!(view.registered_count, 1);
+    for name in ["bob", "carol"] {
+        let out = server.cli(&["user", "create", name], &format!("{GOOD_PASSWORD}\n")).await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    view.until(&mut ws, "two accounts made by another process counted", |v| v.registered_count == 3).await;
+    let out = server.cli(&["user", "delete", "bob"], "").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    view.until(&mut ws, "an offline account deleted by another process", |v| v.registered_count == 2).await;
+}
+
+#[tokio::test]
 async fn too_many_sockets_for_one_user_are_refused() {
     let server = TestServer::start_with(&["--max-sockets-per-user", "2"]).await;
     let alice = user_browser(&server, "alice").await;
