@@ -6,8 +6,7 @@ mod cli;
 mod config_file;
 mod helpers;
 mod operations_docs;
-#[path = "../support/pg.rs"]
-mod pg;
+use testkit::pg;
 mod presence;
 mod session_purge;
 mod ws_client;

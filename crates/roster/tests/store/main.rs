@@ -1,8 +1,7 @@
 //! The store conformance story, run against SQLite (a temp file) and a private PostgreSQL
-//! cluster (see `tests/support/pg.rs`). Both backends must tell the same story.
+//! cluster (see `testkit::pg`). Both backends must tell the same story.
 
-#[path = "../support/pg.rs"]
-mod pg;
+use testkit::pg;
 
 use std::path::{Component, Path};
 

@@ -1,8 +1,8 @@
 //! A private PostgreSQL cluster for integration tests: `initdb` + `pg_ctl` in a temp dir on a free
 //! port, one cluster per test binary, a fresh database per test.
 //!
-//! Include it from a test binary with `#[path = "../support/pg.rs"] mod pg;` and call
-//! [`fresh_database_url`] from each test. It never touches a PostgreSQL already running on the
+//! Call [`fresh_database_url`] from each test (one cluster per test binary), or start a
+//! cluster of the test's own with [`PgCluster::start`] (to stop and restart it). It never touches a PostgreSQL already running on the
 //! machine, and it never skips: a missing PostgreSQL installation fails the test with a message
 //! saying what was looked for.
 //!
@@ -21,10 +21,8 @@
 //! Environment: `ROSTER_PG_BINDIR` overrides where `initdb`/`pg_ctl` are looked for (otherwise
 //! `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`). When the tests run as root,
 //! PostgreSQL runs as the `postgres` user through `runuser` (initdb refuses root).
-#![allow(dead_code)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -37,6 +35,8 @@ use sqlx::{Connection, Executor, PgConnection};
 pub struct PgCluster {
     port: u16,
     root: PathBuf,
+    pg_ctl: PathBuf,
+    as_postgres: bool,
     /// The watchdog and the write end of its stdin pipe; taking and dropping the stdin stops
     /// the cluster.
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
@@ -74,7 +74,6 @@ impl PgCluster {
                 .expect("chown of the test cluster dir to the postgres user");
         }
         let data = root.join("data");
-        let log = root.join("postgres.log");
 
         // Watchdog first, so even a failed initdb/start leaves nothing behind (a panic below drops
         // `cluster`, which closes the pipe).
@@ -97,6 +96,8 @@ impl PgCluster {
         let mut cluster = PgCluster {
             port: 0,
             root: root.clone(),
+            pg_ctl: pg_ctl.clone(),
+            as_postgres,
             watchdog: Mutex::new(Some((watchdog, stdin))),
             next_db: AtomicU32::new(0),
         };
@@ -118,37 +119,67 @@ impl PgCluster {
         // A port found free may be taken before the postmaster binds it: retry a few times.
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off",
-                root.display()
-            );
-            let out = pg_command(as_postgres, &pg_ctl)
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .arg("-o")
-                .arg(options)
-                .args(["-w", "-t", "60", "start"])
-                .stdin(Stdio::null())
-                .process_group(0)
-                .output()
-                .unwrap_or_else(|e| panic!("running {}: {e}", pg_ctl.display()));
-            if out.status.success() {
-                cluster.port = port;
-                return cluster;
+            cluster.port = crate::free_port();
+            match cluster.pg_ctl_start() {
+                Ok(()) => return cluster,
+                Err(e) => last_error = e,
             }
-            last_error = format!(
-                "pg_ctl start failed ({}):\n{}\n{}\nlog:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                read_to_string_lossy(&log)
-            );
         }
         panic!("could not start the test PostgreSQL cluster: {last_error}");
+    }
+
+    /// Starts the postmaster on `self.port` (the same data, so a stopped cluster comes back).
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let data = self.root.join("data");
+        let log = self.root.join("postgres.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.root.display()
+        );
+        let out = pg_command(self.as_postgres, &self.pg_ctl)
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(options)
+            .args(["-w", "-t", "60", "start"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.pg_ctl.display()));
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "pg_ctl start failed ({}):\n{}\n{}\nlog:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            read_to_string_lossy(&log)
+        ))
+    }
+
+    /// Stops the postmaster at once, as an outage would (`pg_ctl stop -m immediate`): connections
+    /// break. [`Self::restart`] brings it back on the same port with the same data.
+    pub fn stop(&self) {
+        let out = pg_command(self.as_postgres, &self.pg_ctl)
+            .arg("-D")
+            .arg(self.root.join("data"))
+            .args(["-w", "stop", "-m", "immediate"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.pg_ctl.display()));
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts a stopped cluster again on the same port.
+    pub fn restart(&self) {
+        if let Err(e) = self.pg_ctl_start() {
+            panic!("could not restart the test PostgreSQL cluster: {e}");
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -250,10 +281,6 @@ fn postgres_ids() -> (u32, u32) {
         String::from_utf8_lossy(&out.stdout).trim().parse().expect("numeric id")
     };
     (id("-u"), id("-g"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding a free port").port()
 }
 
 fn read_to_string_lossy(path: &Path) -> String {
