@@ -173,6 +173,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_SECURE_COOKIES")]
     pub secure_cookies: bool,
 
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` (client address) and
+    /// `X-Forwarded-Proto` (scheme) headers are believed: addresses or networks, comma separated
+    /// (e.g. `127.0.0.1,10.0.0.0/8`). From any other peer these headers are ignored. Default:
+    /// none (the client is the TCP peer).
+    #[arg(long, env = "ROSTER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::web::client::parse_trusted_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Log format: `text` (the tutorial's console lines) or `json` (one object per line).
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

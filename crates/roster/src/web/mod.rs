@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod client;
 pub mod cookies;
 pub mod csrf;
 pub mod error;
@@ -15,12 +16,11 @@ pub mod pages;
 pub mod session;
 pub mod templates;
 
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,7 @@ use crate::accounts::Throttle;
 use crate::settings::ServeArgs;
 use crate::store::Store;
 use crate::ws::Heartbeat;
+use client::TrustedProxies;
 use cookies::CookieOptions;
 use session::SessionCache;
 
@@ -61,6 +62,8 @@ pub struct Shared {
     pub sessions: Arc<SessionCache>,
     /// Failed log-ins per account and per client address (locks internally, never across `.await`).
     throttle: Throttle,
+    /// Whose forwarding headers name the client (`--trusted-proxies`).
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl Deref for AppState {
@@ -97,6 +100,7 @@ impl AppState {
             session_ttl: settings.session_ttl,
             cookies: CookieOptions { secure: settings.secure_cookies },
             throttle: Throttle::new(settings.login_limit, settings.login_window),
+            trusted_proxies: Arc::new(TrustedProxies::new(settings.trusted_proxies.clone())),
         }))
     }
 
@@ -149,6 +153,7 @@ connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; fram
 
 pub fn router(state: AppState) -> Router {
     let cookie_opts = state.cookies;
+    let trusted = state.trusted_proxies.clone();
     Router::new()
         .route("/", get(pages::user_list))
         .route("/sign_up/", get(pages::sign_up_form).post(pages::sign_up))
@@ -175,21 +180,22 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("same-origin"),
         ))
         .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn(move |req, next| client::resolve_client(trusted.clone(), req, next)))
         .with_state(state)
 }
 
 /// One line per request in the tutorial's console shape:
-/// `HTTP GET / 200 [0.02, 127.0.0.1:52757]`. The query string is not logged (it may hold
+/// `HTTP GET / 200 [0.02, 127.0.0.1:52757]` (behind a trusted proxy, the forwarded client
+/// address without a port: see [`client::ClientAddr`]). The query string is not logged (it may hold
 /// search text); no cookie or form field ever is.
 async fn access_log(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = client::client_of(req.extensions());
     let upgrade = req.headers().get(header::UPGRADE).is_some();
     let response = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
-    let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
     let status = response.status().as_u16();
     metrics::record_http(&method, status, secs);
     if upgrade {

@@ -5,15 +5,15 @@
 //! extractors and middleware.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use presence::UserRef;
 
+use super::client::ClientAddr;
 use super::csrf::CsrfToken;
 use super::error::AppError;
 use super::form::Form;
@@ -136,7 +136,7 @@ pub async fn log_in_form(
 #[tracing::instrument(skip_all)]
 pub async fn log_in(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     user: MaybeUser,
     Extension(csrf): Extension<CsrfToken>,
     form: Form,
@@ -153,7 +153,7 @@ pub async fn log_in(
         return show(StatusCode::OK, vec![INVALID_LOGIN.to_owned()]);
     }
     let account_key = Username::parse(raw_username).map_or_else(|_| raw_username.to_lowercase(), |u| u.key());
-    let keys = [format!("user:{account_key}"), format!("ip:{}", peer.ip())];
+    let keys = [format!("user:{account_key}"), format!("ip:{}", client.ip)];
     let now = Instant::now();
     if let Some(wait) = app.throttle_check(&keys, now) {
         let minutes = wait.as_secs().div_ceil(60).max(1);
@@ -161,7 +161,7 @@ pub async fn log_in(
             "Too many failed log-in attempts. Try again in {minutes} minute{}.",
             if minutes == 1 { "" } else { "s" }
         );
-        tracing::warn!(peer = %peer.ip(), "log-in throttled");
+        tracing::warn!(client = %client.ip, "log-in throttled");
         return show(StatusCode::TOO_MANY_REQUESTS, vec![msg]);
     }
 
@@ -177,7 +177,7 @@ pub async fn log_in(
         (Some(u), Verification::Valid { needs_rehash }) if u.is_active => (u, needs_rehash),
         _ => {
             app.throttle_fail(&keys, now);
-            tracing::info!(peer = %peer.ip(), "log-in failed");
+            tracing::info!(client = %client.ip, "log-in failed");
             return show(StatusCode::OK, vec![INVALID_LOGIN.to_owned()]);
         }
     };

@@ -88,8 +88,19 @@ impl TestServer {
 
     /// A client together with its cookie jar (to hand the session cookie to a WebSocket).
     pub fn browser(&self) -> Browser {
+        self.browser_from("127.0.0.1")
+    }
+
+    /// A browser whose connections come from the loopback address `source` (e.g. `127.0.0.2`):
+    /// another client address as far as the server can tell.
+    pub fn browser_from(&self, source: &str) -> Browser {
         let jar = Arc::new(Jar::default());
-        let client = Client::builder().cookie_provider(jar.clone()).redirect(Policy::none()).build().expect("client");
+        let client = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(Policy::none())
+            .local_address(source.parse::<std::net::IpAddr>().expect("source address"))
+            .build()
+            .expect("client");
         Browser { client, jar, base: self.url("/") }
     }
 

@@ -4,4 +4,5 @@ mod accounts;
 mod cli;
 mod helpers;
 mod presence;
+mod proxy;
 mod ws_client;
