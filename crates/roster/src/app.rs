@@ -23,6 +23,8 @@ use crate::web::{self, AppState};
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
+    /// The separate `/metrics` listener (`--metrics-bind`), if any.
+    metrics_listener: Option<TcpListener>,
     /// SO_SNDBUF for accepted connections; 0 keeps the kernel's autotuning.
     tcp_send_buffer: usize,
     state: AppState,
@@ -109,10 +111,19 @@ impl Application {
         ));
 
         let listener = TcpListener::bind(settings.bind).await?;
+        let metrics_listener = match settings.metrics_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         let state = AppState::new(store, hub, sessions, sockets.handle(), &settings, shutdown.clone(), tasks.clone());
         Ok(Application {
             sockets,
             listener,
+            metrics_listener,
             tcp_send_buffer: settings.tcp_send_buffer as usize,
             state,
             tasks,
@@ -124,6 +135,11 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address of the separate metrics listener, if `--metrics-bind` was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn port(&self) -> u16 {
@@ -139,6 +155,13 @@ impl Application {
     /// node's presence and waits for every task the application started.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let router = web::router(self.state.clone());
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let token = self.shutdown.clone();
+            let router = web::metrics::listener_router(self.state.clone());
+            tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await }).await
+            })
+        });
         let token = self.shutdown.clone();
         let send_buffer = self.tcp_send_buffer;
         let listener = self.listener.tap_io(move |tcp| {
@@ -156,6 +179,9 @@ impl Application {
         let result = serve.await;
         // axum does not wait for upgraded WebSocket tasks (axum#3003): the hub closes them.
         self.shutdown.cancel();
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         let _ = self.hub_task.await;
         self.tasks.close();
         if tokio::time::timeout(SHUTDOWN_WAIT, self.tasks.wait()).await.is_err() {

@@ -34,6 +34,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let app = Application::build(args).await?;
     tracing::info!("Roster serving on http://{}", app.local_addr());
+    if let Some(addr) = app.metrics_addr() {
+        tracing::info!("Roster metrics on http://{addr}/metrics");
+    }
     let token = app.shutdown_token();
     tokio::spawn(stop_on_signal(token));
     app.run_until_stopped().await

@@ -180,6 +180,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::web::client::parse_trusted_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Serve `/metrics` on this separate address only (e.g. `127.0.0.1:9100`); the main
+    /// listener then answers 404 for it. Without it, `/metrics` on the main listener answers
+    /// only loopback clients (after `--trusted-proxies` resolution).
+    #[arg(long, env = "ROSTER_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Log format: `text` (the tutorial's console lines) or `json` (one object per line).
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

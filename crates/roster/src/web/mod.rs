@@ -4,6 +4,7 @@
 //! Handlers live in `pages`; authentication in `session` extractors; CSRF in `csrf`. This
 //! module must not contain SQL or presence logic: it calls `Store` and `Hub`.
 
+pub mod access_log;
 pub mod api;
 pub mod assets;
 pub mod client;
@@ -20,9 +21,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -64,6 +65,8 @@ pub struct Shared {
     throttle: Throttle,
     /// Whose forwarding headers name the client (`--trusted-proxies`).
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// `/metrics` is served on its own listener (`--metrics-bind`), not on the main one.
+    pub metrics_elsewhere: bool,
 }
 
 impl Deref for AppState {
@@ -101,6 +104,7 @@ impl AppState {
             cookies: CookieOptions { secure: settings.secure_cookies },
             throttle: Throttle::new(settings.login_limit, settings.login_window),
             trusted_proxies: Arc::new(TrustedProxies::new(settings.trusted_proxies.clone())),
+            metrics_elsewhere: settings.metrics_bind.is_some(),
         }))
     }
 
@@ -164,7 +168,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/{name}", get(assets::serve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
+        .route("/metrics", get(metrics::render_guarded))
         .fallback(pages::not_found)
         .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, req, next)))
         .layer(DefaultBodyLimit::max(csrf::MAX_FORM_BYTES))
@@ -179,31 +183,7 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
         ))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn(access_log::access_log))
         .layer(middleware::from_fn(move |req, next| client::resolve_client(trusted.clone(), req, next)))
         .with_state(state)
-}
-
-/// One line per request in the tutorial's console shape:
-/// `HTTP GET / 200 [0.02, 127.0.0.1:52757]` (behind a trusted proxy, the forwarded client
-/// address without a port: see [`client::ClientAddr`]). The query string is not logged (it may hold
-/// search text); no cookie or form field ever is.
-async fn access_log(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let peer = client::client_of(req.extensions());
-    let upgrade = req.headers().get(header::UPGRADE).is_some();
-    let response = next.run(req).await;
-    let secs = started.elapsed().as_secs_f64();
-    let status = response.status().as_u16();
-    metrics::record_http(&method, status, secs);
-    if upgrade {
-        tracing::info!(target: "roster::http", method = %method, path = %path, status, secs, peer = %peer,
-            "WebSocket HANDSHAKING {path} [{peer}]");
-    } else {
-        tracing::info!(target: "roster::http", method = %method, path = %path, status, secs, peer = %peer,
-            "HTTP {method} {path} {status} [{secs:.2}, {peer}]");
-    }
-    response
 }

@@ -122,6 +122,18 @@ impl TestServer {
         }
     }
 
+    /// The address of the separate metrics listener (`--metrics-bind`), from the start-up log.
+    pub async fn metrics_addr(&self) -> SocketAddr {
+        self.wait_for_log("metrics on http://").await;
+        let logs = self.logs();
+        let rest = logs.split("metrics on http://").nth(1).expect("logged");
+        rest.split(|c: char| c == '"' || c == '/' || c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("metrics address")
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {

@@ -3,6 +3,7 @@
 mod accounts;
 mod cli;
 mod helpers;
+mod metrics;
 mod presence;
 mod proxy;
 mod ws_client;
