@@ -24,6 +24,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start-up: the size of the serve variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the web pages and the live user list (the default).
@@ -156,14 +158,35 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_PAGE_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size: u32,
 
-    /// Failed log-ins allowed per account and per client address within `--login-window`
-    /// before further attempts get 429.
+    /// Failed log-ins allowed for one account from one client address within `--login-window`;
+    /// further attempts from that address on that account get 429. Failures from other
+    /// addresses do not count, so nobody else can lock an account's owner out.
     #[arg(long, env = "ROSTER_LOGIN_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub login_limit: u32,
+
+    /// Failed log-ins allowed from one client address across all accounts within
+    /// `--login-window` (a guesser spraying many accounts); further attempts get 429.
+    #[arg(long, env = "ROSTER_LOGIN_ADDRESS_LIMIT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_address_limit: u32,
+
+    /// Failed log-ins on one account from all addresses within `--login-window` beyond which the
+    /// account is guarded: an attempt from an address that has already failed on it waits 2 s
+    /// before its password is checked. Never refuses: addresses that have not failed on the
+    /// account (the owner's, usually) are not slowed.
+    #[arg(long, env = "ROSTER_LOGIN_ACCOUNT_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_account_limit: u32,
 
     /// The window over which failed log-ins are counted (e.g. `15m`).
     #[arg(long, env = "ROSTER_LOGIN_WINDOW", default_value = "15m", value_parser = parse_duration)]
     pub login_window: Duration,
+
+    /// Accounts one client address may create within `--signup-window`; more get 429.
+    #[arg(long, env = "ROSTER_SIGNUP_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub signup_limit: u32,
+
+    /// The window over which sign-ups per address are counted (e.g. `1h`).
+    #[arg(long, env = "ROSTER_SIGNUP_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub signup_window: Duration,
 
     /// How long a log in lasts (Django's default is two weeks).
     #[arg(long, env = "ROSTER_SESSION_TTL", default_value = "14days", value_parser = parse_duration)]

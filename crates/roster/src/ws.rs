@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::RetryAfter;
 use crate::web::client::ClientAddr;
 use crate::web::session::MaybeUser;
 use crate::web::AppState;
@@ -41,6 +42,8 @@ const READ_BUFFER: usize = 256;
 /// After our close frame, how long we read (and discard) what the peer still sends, so its
 /// close reply does not meet a closed socket and reset the connection.
 const LINGER: Duration = Duration::from_secs(1);
+/// The `Retry-After` of "too many open pages": a page closing frees a slot at any time.
+const TOO_MANY_PAGES_RETRY: Duration = Duration::from_secs(10);
 /// RFC 6455 §1.3.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -88,7 +91,8 @@ pub async fn users_socket(
     let mut connection = match app.hub.connect(user_ref, SessionKey::from(me.session_hash.as_str()), protocol) {
         Ok(c) => c,
         Err(ConnectError::TooManySockets { .. }) => {
-            return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many open pages for this account.");
+            let refusal = refuse(StatusCode::TOO_MANY_REQUESTS, "Too many open pages for this account.");
+            return crate::web::too_many(RetryAfter(TOO_MANY_PAGES_RETRY), refusal);
         }
         Err(e) => {
             tracing::warn!(error = %e, "WebSocket REJECT /users/");

@@ -19,7 +19,7 @@ pub mod templates;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue};
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::accounts::Throttle;
+use crate::accounts::{LogInLimitSettings, LogInLimits, RetryAfter, Throttle};
 use crate::settings::ServeArgs;
 use crate::store::Store;
 use crate::ws::Heartbeat;
@@ -61,8 +61,11 @@ pub struct Shared {
     pub sockets: tokio::runtime::Handle,
     /// Recently looked-up sessions (shared with the account reconciler).
     pub sessions: Arc<SessionCache>,
-    /// Failed log-ins per account and per client address (locks internally, never across `.await`).
-    throttle: Throttle,
+    /// Failed log-ins per (account, address), per address and per account (locks internally,
+    /// never across `.await`).
+    pub log_in_limits: LogInLimits,
+    /// Accounts created per client address (`--signup-limit` per `--signup-window`).
+    pub sign_ups: Throttle,
     /// Whose forwarding headers name the client (`--trusted-proxies`).
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `/metrics` is served on its own listener (`--metrics-bind`), not on the main one.
@@ -102,7 +105,13 @@ impl AppState {
             page_size: settings.page_size,
             session_ttl: settings.session_ttl,
             cookies: CookieOptions { secure: settings.secure_cookies },
-            throttle: Throttle::new(settings.login_limit, settings.login_window),
+            log_in_limits: LogInLimits::new(LogInLimitSettings {
+                per_pair: settings.login_limit,
+                per_address: settings.login_address_limit,
+                per_account: settings.login_account_limit,
+                window: settings.login_window,
+            }),
+            sign_ups: Throttle::new(settings.signup_limit, settings.signup_window),
             trusted_proxies: Arc::new(TrustedProxies::new(settings.trusted_proxies.clone())),
             metrics_elsewhere: settings.metrics_bind.is_some(),
         }))
@@ -115,21 +124,6 @@ impl AppState {
         let Ok(origin) = origin.to_str() else { return false };
         csrf::origin_is_own_host(origin, headers)
             || self.allowed_origins.contains(&origin.trim_end_matches('/').to_ascii_lowercase())
-    }
-
-    /// The longest wait any of `keys` is throttled for, if any.
-    pub(crate) fn throttle_check(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        keys.iter().filter_map(|k| self.throttle.check(k, now).err()).map(|r| r.0).max()
-    }
-
-    pub(crate) fn throttle_fail(&self, keys: &[String], now: Instant) {
-        for k in keys {
-            self.throttle.record_failure(k, now);
-        }
-    }
-
-    pub(crate) fn throttle_reset(&self, key: &str) {
-        self.throttle.reset(key);
     }
 }
 
@@ -149,6 +143,21 @@ async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Re
 pub fn found(location: &str) -> Response {
     let value = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
     (axum::http::StatusCode::FOUND, [(header::LOCATION, value)]).into_response()
+}
+
+/// A 429 with `Retry-After` (whole seconds, rounded up): every 429 the server sends goes
+/// through here or sets the header itself.
+pub fn too_many(wait: RetryAfter, mut response: Response) -> Response {
+    *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs_ceil()));
+    response
+}
+
+/// "45 seconds", "1 minute", "15 minutes": how long to wait, for a person, rounded up.
+pub fn wait_phrase(wait: Duration) -> String {
+    let secs = RetryAfter(wait).as_secs_ceil();
+    let (n, unit) = if secs < 120 { (secs, "second") } else { (secs.div_ceil(60), "minute") };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Content-Security-Policy: no inline script or style, nothing from other origins, no framing.

@@ -6,4 +6,5 @@ mod helpers;
 mod metrics;
 mod presence;
 mod proxy;
+mod throttle;
 mod ws_client;
