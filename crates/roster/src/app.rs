@@ -199,10 +199,14 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the accounts of online users are checked against the store.
 const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Accounts can be deactivated or deleted by another process (`roster user deactivate|delete`,
-/// another node). Every `every`, the users online here are looked up in one query (O(online),
-/// never O(accounts)); a deleted user's sockets are closed and the deletion announced, an
-/// inactive user's sockets are closed (1008).
+/// Accounts and sessions can be changed by another process (`roster user
+/// deactivate|delete|set-password`, another node) and sessions expire. Every `every`:
+/// - the users online here are looked up in one query (O(online), never O(accounts)); a
+///   deleted user's sockets are closed and the deletion announced, an inactive user's sockets
+///   are closed (1008);
+/// - the sessions with sockets open here are checked in one query (chunked when large, see
+///   [`Store::live_sessions`]); the sockets of a session that no longer exists, has expired or
+///   whose user is inactive are closed as logged out (4001), and its cache entry dropped.
 async fn reconcile_accounts(
     store: Store,
     hub: Hub,
@@ -217,33 +221,65 @@ async fn reconcile_accounts(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let online: Vec<UserId> = hub.online_users().iter().map(|u| u.id).collect();
-        if online.is_empty() {
-            continue;
+        check_online_accounts(&store, &hub, &sessions).await;
+        close_ended_sessions(&store, &hub, &sessions).await;
+    }
+}
+
+/// Closes the sockets of online users whose account was deleted or deactivated.
+async fn check_online_accounts(store: &Store, hub: &Hub, sessions: &SessionCache) {
+    let online: Vec<UserId> = hub.online_users().iter().map(|u| u.id).collect();
+    if online.is_empty() {
+        return;
+    }
+    let found = match store.users_by_id(&online).await {
+        Ok(users) => users,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the accounts of online users");
+            return;
         }
-        let found = match store.users_by_id(&online).await {
-            Ok(users) => users,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not check the accounts of online users");
-                continue;
+    };
+    let active: std::collections::HashMap<UserId, bool> = found.iter().map(|u| (u.id, u.is_active)).collect();
+    for id in online {
+        match active.get(&id) {
+            None => {
+                tracing::info!(user_id = id, "account deleted: closing its sockets");
+                sessions.forget_user(id);
+                hub.close_user(id);
+                hub.user_deleted(id);
             }
-        };
-        let active: std::collections::HashMap<UserId, bool> = found.iter().map(|u| (u.id, u.is_active)).collect();
-        for id in online {
-            match active.get(&id) {
-                None => {
-                    tracing::info!(user_id = id, "account deleted: closing its sockets");
-                    sessions.forget_user(id);
-                    hub.close_user(id);
-                    hub.user_deleted(id);
-                }
-                Some(false) => {
-                    tracing::info!(user_id = id, "account deactivated: closing its sockets");
-                    sessions.forget_user(id);
-                    hub.close_user(id);
-                }
-                Some(true) => {}
+            Some(false) => {
+                tracing::info!(user_id = id, "account deactivated: closing its sockets");
+                sessions.forget_user(id);
+                hub.close_user(id);
             }
+            Some(true) => {}
+        }
+    }
+}
+
+/// Closes the sockets of sessions that ended elsewhere or expired (4001).
+async fn close_ended_sessions(store: &Store, hub: &Hub, sessions: &SessionCache) {
+    let open = hub.open_sessions();
+    if open.is_empty() {
+        return;
+    }
+    // Session keys are the hex hashes the store keeps (see `ws.rs`).
+    let hashes: Vec<String> =
+        open.iter().filter_map(|(key, _)| std::str::from_utf8(key.as_bytes()).ok().map(str::to_owned)).collect();
+    let live = match store.live_sessions(&hashes, crate::now_ms()).await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the sessions of open sockets");
+            return;
+        }
+    };
+    for (key, user_id) in open {
+        let hash = String::from_utf8_lossy(key.as_bytes());
+        if !live.contains(hash.as_ref()) {
+            tracing::info!(user_id, "session ended or expired: closing its sockets");
+            sessions.forget(&hash);
+            hub.close_session(&key);
         }
     }
 }

@@ -6,5 +6,6 @@ mod helpers;
 mod metrics;
 mod presence;
 mod proxy;
+mod session_end;
 mod throttle;
 mod ws_client;
