@@ -8,13 +8,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use presence::{Hub, HubConfig, PresenceObserver, UserId};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::net;
 use crate::settings::{redact_url, ServeArgs};
 use crate::store::Store;
 use crate::web::session::SessionCache;
@@ -25,8 +25,8 @@ pub struct Application {
     listener: TcpListener,
     /// The separate `/metrics` listener (`--metrics-bind`), if any.
     metrics_listener: Option<TcpListener>,
-    /// SO_SNDBUF for accepted connections; 0 keeps the kernel's autotuning.
-    tcp_send_buffer: usize,
+    /// How connections are served: timeouts, caps (shared by both listeners), SO_SNDBUF.
+    serve_options: net::ServeOptions,
     state: AppState,
     tasks: TaskTracker,
     hub_task: tokio::task::JoinHandle<()>,
@@ -120,16 +120,21 @@ impl Application {
             None => None,
         };
         let state = AppState::new(store, hub, sessions, sockets.handle(), &settings, shutdown.clone(), tasks.clone());
-        Ok(Application {
-            sockets,
-            listener,
-            metrics_listener,
+        let max_total = settings.max_connections.unwrap_or_else(net::default_max_connections);
+        let max_per_address = settings.max_connections_per_address.unwrap_or((max_total / 4).max(1));
+        let serve_options = net::ServeOptions {
+            timeouts: net::Timeouts { header_read: settings.header_read_timeout, idle: settings.idle_timeout },
+            caps: net::ConnectionCaps::new(max_total, max_per_address, state.trusted_proxies.clone()),
             tcp_send_buffer: settings.tcp_send_buffer as usize,
-            state,
-            tasks,
-            hub_task,
-            shutdown,
-        })
+        };
+        tracing::info!(
+            max_connections = max_total,
+            max_connections_per_address = max_per_address,
+            header_read_timeout = ?settings.header_read_timeout,
+            idle_timeout = ?settings.idle_timeout,
+            "connection limits"
+        );
+        Ok(Application { sockets, listener, metrics_listener, serve_options, state, tasks, hub_task, shutdown })
     }
 
     /// The address actually bound (useful with port 0).
@@ -156,28 +161,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let router = web::router(self.state.clone());
         let metrics_server = self.metrics_listener.map(|listener| {
-            let token = self.shutdown.clone();
             let router = web::metrics::listener_router(self.state.clone());
-            tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await }).await
-            })
+            tokio::spawn(net::serve(listener, router, self.serve_options.clone(), self.shutdown.clone()))
         });
-        let token = self.shutdown.clone();
-        let send_buffer = self.tcp_send_buffer;
-        let listener = self.listener.tap_io(move |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-            if send_buffer > 0 {
-                if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
-                    tracing::warn!(error = %e, "SO_SNDBUF not set");
-                }
-            }
-        });
-        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { token.cancelled().await });
-        let result = serve.await;
-        // axum does not wait for upgraded WebSocket tasks (axum#3003): the hub closes them.
+        net::serve(self.listener, router, self.serve_options.clone(), self.shutdown.clone()).await;
+        // Upgraded WebSocket tasks are not HTTP connections: the hub closes them.
         self.shutdown.cancel();
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
@@ -188,7 +176,7 @@ impl Application {
             tracing::warn!("some sockets did not close within {SHUTDOWN_WAIT:?}; exiting anyway");
         }
         drop(self.sockets);
-        result.map_err(Into::into)
+        Ok(())
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`store`]: users and sessions on SQLite or PostgreSQL, one API, one SQL text.
 //! - [`accounts`]: `Username`/`NewPassword` parsing (Django's rules), Argon2id and Django hash
 //!   verification, log-in throttling, Django `auth_user` import.
+//! - [`net`]: the HTTP/1 accept loop: header-read and idle timeouts, connection caps per
+//!   address and in total, upgrades, graceful shutdown.
 //! - [`web`]: routes, extractors (session, CSRF), templates, static assets, errors.
 //! - [`ws`]: the `/users/` WebSocket: handshake checks, then the socket loop.
 //! - [`cli`]: the `migrate` and `user` subcommands.
@@ -19,6 +21,7 @@ pub mod accounts;
 pub mod app;
 pub mod cli;
 pub mod logging;
+pub mod net;
 pub mod settings;
 pub mod store;
 pub mod web;

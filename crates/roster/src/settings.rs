@@ -209,6 +209,29 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
 
+    /// How long a client may take to send a request's headers, counted from the connection's
+    /// start or from the request's first byte; slower clients are disconnected. A form's body
+    /// must also arrive within this time (else 408).
+    #[arg(long, env = "ROSTER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a keep-alive connection may wait, idle, between requests before it is closed.
+    /// WebSockets are not subject to it (they have pings).
+    #[arg(long, env = "ROSTER_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once (HTTP and WebSocket); more are refused at accept.
+    /// Default: the process's open-file limit minus 64 (kept for the database, logs and the
+    /// runtime).
+    #[arg(long, env = "ROSTER_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Most connections open at once from one client address (HTTP and WebSocket); more are
+    /// refused at accept. Connections from `--trusted-proxies` count only in the total.
+    /// Default: a quarter of `--max-connections`.
+    #[arg(long, env = "ROSTER_MAX_CONNECTIONS_PER_ADDRESS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: Option<u32>,
+
     /// Log format: `text` (the tutorial's console lines) or `json` (one object per line).
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -231,6 +254,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s, 500ms or 15m: {e}"))
+}
+
+/// Like [`parse_duration`], refusing zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}` must be longer than zero"));
+    }
+    Ok(d)
 }
 
 /// Replaces the password of a URL like `postgres://user:secret@host/db` with `***`.

@@ -9,6 +9,8 @@
 //! The middleware also buffers the (size-limited) body of those requests once, so the handler
 //! and the check read the same bytes. It knows nothing about users or sessions.
 
+use std::time::Duration;
+
 use axum::body::{to_bytes, Body};
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method};
@@ -96,8 +98,10 @@ fn reject(reason: &'static str) -> Response {
     AppError::Forbidden(reason).into_response()
 }
 
-/// Middleware: ensures every client has a CSRF secret, and checks unsafe requests.
-pub async fn csrf_middleware(cookie_opts: CookieOptions, req: Request, next: Next) -> Response {
+/// Middleware: ensures every client has a CSRF secret, and checks unsafe requests. The body of
+/// an unsafe request must arrive within `body_timeout` (else 408), so a client trickling a form
+/// cannot hold its connection.
+pub async fn csrf_middleware(cookie_opts: CookieOptions, body_timeout: Duration, req: Request, next: Next) -> Response {
     let existing = cookie_value(req.headers(), CSRF_COOKIE)
         .filter(|v| v.len() == SECRET_LEN && is_token_chars(v))
         .map(|secret| CsrfToken { secret: secret.to_owned() });
@@ -110,9 +114,10 @@ pub async fn csrf_middleware(cookie_opts: CookieOptions, req: Request, next: Nex
             return reject(reason);
         }
         let (parts, body) = req.into_parts();
-        let bytes = match to_bytes(body, MAX_FORM_BYTES).await {
-            Ok(b) => b,
-            Err(_) => return AppError::PayloadTooLarge.into_response(),
+        let bytes = match tokio::time::timeout(body_timeout, to_bytes(body, MAX_FORM_BYTES)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return AppError::PayloadTooLarge.into_response(),
+            Err(_) => return AppError::RequestTimeout.into_response(),
         };
         if fresh {
             return reject("CSRF cookie not set.");

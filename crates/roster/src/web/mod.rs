@@ -70,6 +70,8 @@ pub struct Shared {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `/metrics` is served on its own listener (`--metrics-bind`), not on the main one.
     pub metrics_elsewhere: bool,
+    /// `--header-read-timeout`, which also bounds reading a form's body.
+    pub header_read_timeout: Duration,
 }
 
 impl Deref for AppState {
@@ -114,6 +116,7 @@ impl AppState {
             sign_ups: Throttle::new(settings.signup_limit, settings.signup_window),
             trusted_proxies: Arc::new(TrustedProxies::new(settings.trusted_proxies.clone())),
             metrics_elsewhere: settings.metrics_bind.is_some(),
+            header_read_timeout: settings.header_read_timeout,
         }))
     }
 
@@ -166,6 +169,7 @@ connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; fram
 
 pub fn router(state: AppState) -> Router {
     let cookie_opts = state.cookies;
+    let body_timeout = state.header_read_timeout;
     let trusted = state.trusted_proxies.clone();
     Router::new()
         .route("/", get(pages::user_list))
@@ -179,7 +183,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render_guarded))
         .fallback(pages::not_found)
-        .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, req, next)))
+        .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, body_timeout, req, next)))
         .layer(DefaultBodyLimit::max(csrf::MAX_FORM_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))

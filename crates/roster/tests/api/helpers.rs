@@ -38,8 +38,35 @@ impl TestServer {
     }
 
     pub async fn start_on(dir: tempfile::TempDir, db_url: String, bind: &str, extra: &[&str]) -> TestServer {
+        TestServer::spawn(dir, db_url, bind, extra, None).await
+    }
+
+    /// Starts the server with its open-file limit lowered to `limit` (`ulimit -n` in a shell
+    /// that then becomes the server).
+    pub async fn start_with_fd_limit(limit: u32, extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_url = format!("sqlite://{}", dir.path().join("roster.db").display());
+        TestServer::spawn(dir, db_url, "127.0.0.1:0", extra, Some(limit)).await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        db_url: String,
+        bind: &str,
+        extra: &[&str],
+        fd_limit: Option<u32>,
+    ) -> TestServer {
         let grace: &[&str] = if extra.contains(&"--presence-grace") { &[] } else { &["--presence-grace", "0s"] };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        let binary = env!("CARGO_BIN_EXE_roster");
+        let mut command = match fd_limit {
+            None => Command::new(binary),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), binary]);
+                sh
+            }
+        };
+        let mut child = command
             .args(["serve", "--bind", bind, "--database-url", &db_url])
             .args(grace)
             .args(extra)

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod cli;
+mod connections;
 mod helpers;
 mod metrics;
 mod presence;
