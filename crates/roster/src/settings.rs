@@ -148,9 +148,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ping_timeout: Duration,
 
-    /// Other origins (e.g. `https://roster.example.com`) whose pages may open the socket, comma
-    /// separated. The server's own host is always allowed; a handshake without `Origin`
-    /// (not from a browser) is allowed.
+    /// Other origins (e.g. `https://roster.example.com`) whose pages may open the socket and
+    /// post forms, comma separated (Django's CSRF_TRUSTED_ORIGINS). The site's own scheme and
+    /// host are always allowed; a request without `Origin` (not from a browser) is allowed,
+    /// except a form post over HTTPS, which then needs a matching `Referer`.
     #[arg(long, env = "ROSTER_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
@@ -192,7 +193,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_SESSION_TTL", default_value = "14days", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
-    /// Mark cookies `Secure` (set this when Roster is served over HTTPS through a proxy).
+    /// The site is served over HTTPS (through a TLS proxy): cookies are marked `Secure`,
+    /// responses carry `Strict-Transport-Security`, and CSRF checks Origin/Referer as for HTTPS.
     #[arg(long, env = "ROSTER_SECURE_COOKIES")]
     pub secure_cookies: bool,
 

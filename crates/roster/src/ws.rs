@@ -76,7 +76,7 @@ pub async fn users_socket(
     let Some(me) = user.0 else {
         return refuse(StatusCode::FORBIDDEN, "Log in to open the live list.");
     };
-    if !app.origin_allowed(headers) {
+    if !app.origin_allowed(headers, &peer) {
         tracing::warn!(peer = %peer, "WebSocket REJECT /users/: foreign Origin");
         return refuse(StatusCode::FORBIDDEN, "This origin may not open the live list.");
     }

@@ -12,6 +12,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod error;
 pub mod form;
+pub mod headers;
 pub mod metrics;
 pub mod pages;
 pub mod session;
@@ -36,8 +37,9 @@ use crate::accounts::{LogInLimitSettings, LogInLimits, RetryAfter, Throttle};
 use crate::settings::ServeArgs;
 use crate::store::Store;
 use crate::ws::Heartbeat;
-use client::TrustedProxies;
+use client::{ClientAddr, TrustedProxies};
 use cookies::CookieOptions;
+use csrf::CsrfPolicy;
 use session::SessionCache;
 
 /// What every handler may use. Cheap to clone.
@@ -56,7 +58,6 @@ pub struct Shared {
     /// Socket tasks register here (axum does not wait for upgraded connections, axum#3003), so
     /// a shutdown waits for their close frames to go out.
     pub tasks: TaskTracker,
-    allowed_origins: Vec<String>,
     /// The runtime socket loops are spawned on (not the one serving HTTP; see `app.rs`).
     pub sockets: tokio::runtime::Handle,
     /// Recently looked-up sessions (shared with the account reconciler).
@@ -70,8 +71,8 @@ pub struct Shared {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `/metrics` is served on its own listener (`--metrics-bind`), not on the main one.
     pub metrics_elsewhere: bool,
-    /// `--header-read-timeout`, which also bounds reading a form's body.
-    pub header_read_timeout: Duration,
+    /// What CSRF (and the socket's `Origin` check) know about the site.
+    pub csrf: Arc<CsrfPolicy>,
 }
 
 impl Deref for AppState {
@@ -99,11 +100,6 @@ impl AppState {
             hub,
             heartbeat: Heartbeat { interval: settings.ping_interval, timeout: settings.ping_timeout },
             shutdown,
-            allowed_origins: settings
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
             page_size: settings.page_size,
             session_ttl: settings.session_ttl,
             cookies: CookieOptions { secure: settings.secure_cookies },
@@ -116,17 +112,24 @@ impl AppState {
             sign_ups: Throttle::new(settings.signup_limit, settings.signup_window),
             trusted_proxies: Arc::new(TrustedProxies::new(settings.trusted_proxies.clone())),
             metrics_elsewhere: settings.metrics_bind.is_some(),
-            header_read_timeout: settings.header_read_timeout,
+            csrf: Arc::new(CsrfPolicy {
+                cookies: CookieOptions { secure: settings.secure_cookies },
+                body_timeout: settings.header_read_timeout,
+                allowed_origins: settings
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .collect(),
+            }),
         }))
     }
 
-    /// Whether a WebSocket handshake's `Origin` may connect: absent (not a browser), our own
-    /// host, or one of `--allowed-origins`.
-    pub fn origin_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
+    /// Whether a WebSocket handshake's `Origin` may connect: absent (not a browser), this
+    /// site's own scheme and host, or one of `--allowed-origins` (the same rule as CSRF).
+    pub fn origin_allowed(&self, headers: &axum::http::HeaderMap, client: &ClientAddr) -> bool {
         let Some(origin) = headers.get(header::ORIGIN) else { return true };
         let Ok(origin) = origin.to_str() else { return false };
-        csrf::origin_is_own_host(origin, headers)
-            || self.allowed_origins.contains(&origin.trim_end_matches('/').to_ascii_lowercase())
+        self.csrf.origin_allowed(origin, headers, self.csrf.is_https(client))
     }
 }
 
@@ -168,22 +171,22 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub fn router(state: AppState) -> Router {
-    let cookie_opts = state.cookies;
-    let body_timeout = state.header_read_timeout;
+    let csrf = state.csrf.clone();
+    let secure_site = state.cookies.secure;
     let trusted = state.trusted_proxies.clone();
     Router::new()
-        .route("/", get(pages::user_list))
-        .route("/sign_up/", get(pages::sign_up_form).post(pages::sign_up))
-        .route("/log_in/", get(pages::log_in_form).post(pages::log_in))
-        .route("/log_out/", get(pages::log_out_form).post(pages::log_out))
+        .route("/", headers::private(get(pages::user_list)))
+        .route("/sign_up/", headers::private(get(pages::sign_up_form).post(pages::sign_up)))
+        .route("/log_in/", headers::private(get(pages::log_in_form).post(pages::log_in)))
+        .route("/log_out/", headers::private(get(pages::log_out_form).post(pages::log_out)))
         .route("/users/", get(crate::ws::users_socket))
-        .route("/api/users/", get(api::users))
+        .route("/api/users/", headers::private(get(api::users)))
         .route("/static/{name}", get(assets::serve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render_guarded))
         .fallback(pages::not_found)
-        .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, body_timeout, req, next)))
+        .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(csrf.clone(), req, next)))
         .layer(DefaultBodyLimit::max(csrf::MAX_FORM_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
@@ -196,6 +199,7 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
         ))
+        .layer(middleware::from_fn(move |req, next| headers::hsts(secure_site, req, next)))
         .layer(middleware::from_fn(access_log::access_log))
         .layer(middleware::from_fn(move |req, next| client::resolve_client(trusted.clone(), req, next)))
         .with_state(state)

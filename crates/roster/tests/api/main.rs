@@ -3,6 +3,7 @@
 mod accounts;
 mod cli;
 mod connections;
+mod hardening;
 mod helpers;
 mod metrics;
 mod presence;
