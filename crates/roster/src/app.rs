@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use presence::layer::{LayerConfig, MemoryCluster};
 use presence::{Hub, HubConfig, PresenceObserver, SessionKey, UserId};
 use tokio::net::TcpListener;
@@ -16,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::net;
 use crate::settings::{redact_url, ServeArgs};
 use crate::store::Store;
 use crate::web::session::SessionCache;
@@ -24,8 +24,10 @@ use crate::web::{self, AppState};
 /// A built, bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
-    /// SO_SNDBUF for accepted connections; 0 keeps the kernel's autotuning.
-    tcp_send_buffer: usize,
+    /// The separate `/metrics` listener (`--metrics-bind`), if any.
+    metrics_listener: Option<TcpListener>,
+    /// How connections are served: timeouts, caps (shared by both listeners), SO_SNDBUF.
+    serve_options: net::ServeOptions,
     state: AppState,
     tasks: TaskTracker,
     hub_task: tokio::task::JoinHandle<()>,
@@ -122,11 +124,34 @@ impl Application {
         ));
 
         let listener = TcpListener::bind(settings.bind).await?;
+        let metrics_listener = match settings.metrics_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         let state = AppState::new(store, hub, sessions, sockets.handle(), &settings, shutdown.clone(), tasks.clone());
+        let max_total = settings.max_connections.unwrap_or_else(net::default_max_connections);
+        let max_per_address = settings.max_connections_per_address.unwrap_or((max_total / 4).max(1));
+        let serve_options = net::ServeOptions {
+            timeouts: net::Timeouts { header_read: settings.header_read_timeout, idle: settings.idle_timeout },
+            caps: net::ConnectionCaps::new(max_total, max_per_address, state.trusted_proxies.clone()),
+            tcp_send_buffer: settings.tcp_send_buffer as usize,
+        };
+        tracing::info!(
+            max_connections = max_total,
+            max_connections_per_address = max_per_address,
+            header_read_timeout = ?settings.header_read_timeout,
+            idle_timeout = ?settings.idle_timeout,
+            "connection limits"
+        );
         Ok(Application {
             sockets,
             listener,
-            tcp_send_buffer: settings.tcp_send_buffer as usize,
+            metrics_listener,
+            serve_options,
             state,
             tasks,
             hub_task,
@@ -138,6 +163,11 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address of the separate metrics listener, if `--metrics-bind` was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn port(&self) -> u16 {
@@ -153,23 +183,16 @@ impl Application {
     /// node's presence and waits for every task the application started.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let router = web::router(self.state.clone());
-        let token = self.shutdown.clone();
-        let send_buffer = self.tcp_send_buffer;
-        let listener = self.listener.tap_io(move |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-            if send_buffer > 0 {
-                if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
-                    tracing::warn!(error = %e, "SO_SNDBUF not set");
-                }
-            }
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let router = web::metrics::listener_router(self.state.clone());
+            tokio::spawn(net::serve(listener, router, self.serve_options.clone(), self.shutdown.clone()))
         });
-        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { token.cancelled().await });
-        let result = serve.await;
-        // axum does not wait for upgraded WebSocket tasks (axum#3003): the hub closes them.
+        net::serve(self.listener, router, self.serve_options.clone(), self.shutdown.clone()).await;
+        // Upgraded WebSocket tasks are not HTTP connections: the hub closes them.
         self.shutdown.cancel();
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         let _ = self.hub_task.await;
         self.writer_stop.cancel();
         self.tasks.close();
@@ -177,7 +200,7 @@ impl Application {
             tracing::warn!("some sockets did not close within {SHUTDOWN_WAIT:?}; exiting anyway");
         }
         drop(self.sockets);
-        result.map_err(Into::into)
+        Ok(())
     }
 }
 
@@ -188,11 +211,15 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the accounts of online users are checked against the store.
 const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Accounts can be created, deactivated or deleted by another process (`roster user ...`,
-/// another node). Every `every`: the count of accounts is read (one row the database keeps), and
-/// the users online are looked up in one query (O(online), never O(accounts)); a deleted user's
-/// sockets here are closed and the deletion announced to this node's watchers, an inactive
-/// user's sockets here are closed (1008).
+/// Accounts and sessions can be changed by another process (`roster user
+/// create|deactivate|delete|set-password`, another node) and sessions expire. Every `every`:
+/// - the count of accounts is read (one row the database keeps) and this node's corrected;
+/// - the users online here are looked up in one query (O(online), never O(accounts)); a
+///   deleted user's sockets here are closed and the deletion announced to this node's watchers,
+///   an inactive user's sockets here are closed (1008);
+/// - the sessions with sockets open here are checked in one query (chunked when large, see
+///   [`Store::live_sessions`]); the sockets of a session that no longer exists, has expired or
+///   whose user is inactive are closed as logged out (4001), and its cache entry dropped.
 async fn reconcile_accounts(
     store: Store,
     hub: Hub,
@@ -211,32 +238,64 @@ async fn reconcile_accounts(
             Ok(n) => hub.set_registered_here(n),
             Err(e) => tracing::warn!(error = %e, "could not read the count of accounts"),
         }
-        let online: Vec<UserId> = hub.online_users().iter().map(|u| u.id).collect();
-        if online.is_empty() {
-            continue;
+        check_online_accounts(&store, &hub, &sessions).await;
+        close_ended_sessions(&store, &hub, &sessions).await;
+    }
+}
+
+/// Closes the sockets of online users whose account was deleted or deactivated.
+async fn check_online_accounts(store: &Store, hub: &Hub, sessions: &SessionCache) {
+    let online: Vec<UserId> = hub.online_users().iter().map(|u| u.id).collect();
+    if online.is_empty() {
+        return;
+    }
+    let found = match store.users_by_id(&online).await {
+        Ok(users) => users,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the accounts of online users");
+            return;
         }
-        let found = match store.users_by_id(&online).await {
-            Ok(users) => users,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not check the accounts of online users");
-                continue;
+    };
+    let active: std::collections::HashMap<UserId, bool> = found.iter().map(|u| (u.id, u.is_active)).collect();
+    for id in online {
+        match active.get(&id) {
+            None => {
+                tracing::info!(user_id = id, "account deleted: closing its sockets");
+                sessions.forget_user(id);
+                hub.close_user_here(id, true);
             }
-        };
-        let active: std::collections::HashMap<UserId, bool> = found.iter().map(|u| (u.id, u.is_active)).collect();
-        for id in online {
-            match active.get(&id) {
-                None => {
-                    tracing::info!(user_id = id, "account deleted: closing its sockets");
-                    sessions.forget_user(id);
-                    hub.close_user_here(id, true);
-                }
-                Some(false) => {
-                    tracing::info!(user_id = id, "account deactivated: closing its sockets");
-                    sessions.forget_user(id);
-                    hub.close_user_here(id, false);
-                }
-                Some(true) => {}
+            Some(false) => {
+                tracing::info!(user_id = id, "account deactivated: closing its sockets");
+                sessions.forget_user(id);
+                hub.close_user_here(id, false);
             }
+            Some(true) => {}
+        }
+    }
+}
+
+/// Closes the sockets of sessions that ended elsewhere or expired (4001).
+async fn close_ended_sessions(store: &Store, hub: &Hub, sessions: &SessionCache) {
+    let open = hub.open_sessions();
+    if open.is_empty() {
+        return;
+    }
+    // Session keys are the hex hashes the store keeps (see `ws.rs`).
+    let hashes: Vec<String> =
+        open.iter().filter_map(|(key, _)| std::str::from_utf8(key.as_bytes()).ok().map(str::to_owned)).collect();
+    let live = match store.live_sessions(&hashes, crate::now_ms()).await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the sessions of open sockets");
+            return;
+        }
+    };
+    for (key, user_id) in open {
+        let hash = String::from_utf8_lossy(key.as_bytes());
+        if !live.contains(hash.as_ref()) {
+            tracing::info!(user_id, "session ended or expired: closing its sockets");
+            sessions.forget(&hash);
+            hub.close_session_here(&key);
         }
     }
 }

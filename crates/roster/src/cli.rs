@@ -44,6 +44,9 @@ async fn serve(args: ServeArgs, settings: &Effective) -> anyhow::Result<()> {
     }
     let app = Application::build(args).await?;
     tracing::info!("Roster serving on http://{}", app.local_addr());
+    if let Some(addr) = app.metrics_addr() {
+        tracing::info!("Roster metrics on http://{addr}/metrics");
+    }
     let token = app.shutdown_token();
     tokio::spawn(stop_on_signal(token));
     app.run_until_stopped().await

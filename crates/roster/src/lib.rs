@@ -9,6 +9,8 @@
 //! - [`store`]: users and sessions on SQLite or PostgreSQL, one API, one SQL text.
 //! - [`accounts`]: `Username`/`NewPassword` parsing (Django's rules), Argon2id and Django hash
 //!   verification, log-in throttling, Django `auth_user` import.
+//! - [`net`]: the HTTP/1 accept loop: header-read and idle timeouts, connection caps per
+//!   address and in total, upgrades, graceful shutdown.
 //! - [`web`]: routes, extractors (session, CSRF), templates, static assets, errors.
 //! - [`ws`]: the `/users/` WebSocket: handshake checks, then the socket loop.
 //! - [`cli`]: the `migrate` and `user` subcommands.
@@ -23,6 +25,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod net;
 pub mod session_purge;
 pub mod settings;
 pub mod store;

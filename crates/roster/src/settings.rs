@@ -31,6 +31,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start-up: the size of the serve variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the web pages and the live user list (the default).
@@ -195,9 +197,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ping_timeout: Duration,
 
-    /// Other origins (e.g. `https://roster.example.com`) whose pages may open the socket, comma
-    /// separated. The server's own host is always allowed; a handshake without `Origin`
-    /// (not from a browser) is allowed.
+    /// Other origins (e.g. `https://roster.example.com`) whose pages may open the socket and
+    /// post forms, comma separated (Django's CSRF_TRUSTED_ORIGINS). The site's own scheme and
+    /// host are always allowed; a request without `Origin` (not from a browser) is allowed,
+    /// except a form post over HTTPS, which then needs a matching `Referer`.
     #[arg(long, env = "ROSTER_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
@@ -205,14 +208,35 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_PAGE_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size: u32,
 
-    /// Failed log-ins allowed per account and per client address within `--login-window`
-    /// before further attempts get 429.
+    /// Failed log-ins allowed for one account from one client address within `--login-window`;
+    /// further attempts from that address on that account get 429. Failures from other
+    /// addresses do not count, so nobody else can lock an account's owner out.
     #[arg(long, env = "ROSTER_LOGIN_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub login_limit: u32,
+
+    /// Failed log-ins allowed from one client address across all accounts within
+    /// `--login-window` (a guesser spraying many accounts); further attempts get 429.
+    #[arg(long, env = "ROSTER_LOGIN_ADDRESS_LIMIT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_address_limit: u32,
+
+    /// Failed log-ins on one account from all addresses within `--login-window` beyond which the
+    /// account is guarded: an attempt from an address that has already failed on it waits 2 s
+    /// before its password is checked. Never refuses: addresses that have not failed on the
+    /// account (the owner's, usually) are not slowed.
+    #[arg(long, env = "ROSTER_LOGIN_ACCOUNT_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_account_limit: u32,
 
     /// The window over which failed log-ins are counted (e.g. `15m`).
     #[arg(long, env = "ROSTER_LOGIN_WINDOW", default_value = "15m", value_parser = parse_duration)]
     pub login_window: Duration,
+
+    /// Accounts one client address may create within `--signup-window`; more get 429.
+    #[arg(long, env = "ROSTER_SIGNUP_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub signup_limit: u32,
+
+    /// The window over which sign-ups per address are counted (e.g. `1h`).
+    #[arg(long, env = "ROSTER_SIGNUP_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub signup_window: Duration,
 
     /// How long a log in lasts (Django's default is two weeks).
     #[arg(long, env = "ROSTER_SESSION_TTL", default_value = "14days", value_parser = parse_duration)]
@@ -220,12 +244,49 @@ pub struct ServeArgs {
 
     /// How often expired sessions are deleted from the database (also once at start-up). An
     /// expired session never logs anyone in; this only keeps the table from growing.
-    #[arg(long, env = "ROSTER_SESSION_PURGE_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+    #[arg(long, env = "ROSTER_SESSION_PURGE_INTERVAL", default_value = "10m", value_parser = parse_positive_duration)]
     pub session_purge_interval: Duration,
 
-    /// Mark cookies `Secure` (set this when Roster is served over HTTPS through a proxy).
+    /// The site is served over HTTPS (through a TLS proxy): cookies are marked `Secure`,
+    /// responses carry `Strict-Transport-Security`, and CSRF checks Origin/Referer as for HTTPS.
     #[arg(long, env = "ROSTER_SECURE_COOKIES")]
     pub secure_cookies: bool,
+
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` (client address) and
+    /// `X-Forwarded-Proto` (scheme) headers are believed: addresses or networks, comma separated
+    /// (e.g. `127.0.0.1,10.0.0.0/8`). From any other peer these headers are ignored. Default:
+    /// none (the client is the TCP peer).
+    #[arg(long, env = "ROSTER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::web::client::parse_trusted_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Serve `/metrics` on this separate address only (e.g. `127.0.0.1:9100`); the main
+    /// listener then answers 404 for it. Without it, `/metrics` on the main listener answers
+    /// only loopback clients (after `--trusted-proxies` resolution).
+    #[arg(long, env = "ROSTER_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// How long a client may take to send a request's headers, counted from the connection's
+    /// start or from the request's first byte; slower clients are disconnected. A form's body
+    /// must also arrive within this time (else 408).
+    #[arg(long, env = "ROSTER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a keep-alive connection may wait, idle, between requests before it is closed.
+    /// WebSockets are not subject to it (they have pings).
+    #[arg(long, env = "ROSTER_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once (HTTP and WebSocket); more are refused at accept.
+    /// Default: the process's open-file limit minus 64 (kept for the database, logs and the
+    /// runtime).
+    #[arg(long, env = "ROSTER_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Most connections open at once from one client address (HTTP and WebSocket); more are
+    /// refused at accept. Connections from `--trusted-proxies` count only in the total.
+    /// Default: a quarter of `--max-connections`.
+    #[arg(long, env = "ROSTER_MAX_CONNECTIONS_PER_ADDRESS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: Option<u32>,
 
     /// Log format: `text` (the tutorial's console lines) or `json` (one object per line).
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -252,12 +313,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s, 500ms or 15m: {e}"))
 }
 
-/// A [`parse_duration`] that must be more than zero (the period of a repeated task).
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        Duration::ZERO => Err(format!("`{}` is not an interval: it must be more than 0s", s.trim())),
-        d => Ok(d),
+/// Like [`parse_duration`], refusing zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}` must be longer than zero"));
     }
+    Ok(d)
 }
 
 /// Replaces the password of a URL like `postgres://user:secret@host/db` with `***`.
@@ -293,9 +355,9 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_interval("10m"), Ok(Duration::from_secs(600)));
-        assert!(parse_interval("0s").unwrap_err().contains("more than 0s"));
-        assert!(parse_interval("0").is_err());
+        assert_eq!(parse_positive_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_positive_duration("0s").unwrap_err().contains("longer than zero"));
+        assert!(parse_positive_duration("0").is_err());
     }
 
     #[test]

@@ -13,24 +13,25 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
 use presence::protocol::{write_ws_frame, CLOSE_GOING_AWAY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG};
-use presence::{ConnectError, Connection, Outgoing, Protocol, SessionKey, UserRef};
+use presence::{ConnectError, Connection, Outgoing, Protocol, Session, SessionKey, UserRef};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::RetryAfter;
+use crate::web::client::ClientAddr;
 use crate::web::session::MaybeUser;
 use crate::web::AppState;
 
@@ -41,6 +42,8 @@ const READ_BUFFER: usize = 256;
 /// After our close frame, how long we read (and discard) what the peer still sends, so its
 /// close reply does not meet a closed socket and reset the connection.
 const LINGER: Duration = Duration::from_secs(1);
+/// The `Retry-After` of "too many open pages": a page closing frees a slot at any time.
+const TOO_MANY_PAGES_RETRY: Duration = Duration::from_secs(10);
 /// RFC 6455 §1.3.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -58,7 +61,7 @@ pub struct Heartbeat {
 
 pub async fn users_socket(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    peer: ClientAddr,
     user: MaybeUser,
     mut req: Request,
 ) -> Response {
@@ -73,7 +76,7 @@ pub async fn users_socket(
     let Some(me) = user.0 else {
         return refuse(StatusCode::FORBIDDEN, "Log in to open the live list.");
     };
-    if !app.origin_allowed(headers) {
+    if !app.origin_allowed(headers, &peer) {
         tracing::warn!(peer = %peer, "WebSocket REJECT /users/: foreign Origin");
         return refuse(StatusCode::FORBIDDEN, "This origin may not open the live list.");
     }
@@ -85,10 +88,15 @@ pub async fn users_socket(
             .flat_map(|v| v.split(',')),
     );
     let user_ref = UserRef::new(me.user.id, me.user.username.as_str());
-    let mut connection = match app.hub.connect(user_ref, SessionKey::from(me.session_hash.as_str()), protocol) {
+    let mut connection = match app.hub.connect(
+        user_ref,
+        Session { key: SessionKey::from(me.session_hash.as_str()), expires_at: Some(me.expires_at) },
+        protocol,
+    ) {
         Ok(c) => c,
         Err(ConnectError::TooManySockets { .. }) => {
-            return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many open pages for this account.");
+            let refusal = refuse(StatusCode::TOO_MANY_REQUESTS, "Too many open pages for this account.");
+            return crate::web::too_many(RetryAfter(TOO_MANY_PAGES_RETRY), refusal);
         }
         Err(e) => {
             tracing::warn!(error = %e, "WebSocket REJECT /users/");

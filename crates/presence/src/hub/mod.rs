@@ -297,6 +297,17 @@ impl Hub {
         self.inner.queue(core);
     }
 
+    /// The reconciler's backstop for a session ended by another process (the CLI) or found
+    /// expired: closes its sockets on this node only (4001). Every node's reconciler finds the
+    /// same sessions, so nothing is broadcast.
+    pub fn close_session_here(&self, session: &SessionKey) {
+        let now_ms = self.inner.now_ms();
+        let mut core = lock(&self.inner.core);
+        let (_, down) = core.registry.close_session(session, CLOSE_LOGGED_OUT, now_ms);
+        core.outbox.extend(down);
+        self.inner.queue(core);
+    }
+
     /// Deactivated user: every socket of every session, on every node, gets
     /// `Close(1008, "account disabled")` and `Offline` goes out at once.
     pub fn close_user(&self, user: UserId) {

@@ -8,6 +8,7 @@ mod difflib;
 mod django_conformance;
 pub mod django_import;
 pub mod hashing;
+pub mod log_in_limits;
 pub mod password;
 mod python_str;
 pub mod throttle;
@@ -17,6 +18,7 @@ pub mod username;
 
 pub use django_import::{import_csv, ImportError, Imported, ImportedUser, RowError, RowErrorKind};
 pub use hashing::{dummy_verify, hash_password, rehash_password, verify, verify_password, HashError, Verification};
+pub use log_in_limits::{Admission, LogInLimitSettings, LogInLimits, ACCOUNT_SLOWDOWN};
 pub use password::{NewPassword, PasswordError, MIN_PASSWORD_CHARS, PASSWORD_MISMATCH_MESSAGE};
 pub use throttle::{RetryAfter, Throttle};
 pub use username::{username_key, Username, UsernameError, DUPLICATE_USERNAME_MESSAGE, MAX_USERNAME_CHARS};

@@ -96,6 +96,11 @@ impl Throttle {
         Err(RetryAfter(wait))
     }
 
+    /// How many failures of `key` are still within the window at `now` (at most the limit).
+    pub fn failures(&self, key: &str, now: Instant) -> usize {
+        self.state().failures.get(key).map_or(0, |times| times.iter().filter(|&&t| !self.expired(t, now)).count())
+    }
+
     /// Count a failed attempt for `key` at `now`.
     pub fn record_failure(&self, key: &str, now: Instant) {
         let mut state = self.state();
@@ -183,6 +188,18 @@ mod tests {
         // Other keys are independent.
         assert_eq!(t.check("user:bob", t0 + 3 * MIN), Ok(()));
         assert_eq!(t.check("ip:192.0.2.1", t0), Ok(()));
+    }
+
+    #[test]
+    fn failures_counts_what_is_in_the_window() {
+        let t = Throttle::new(3, MIN);
+        let t0 = Instant::now();
+        assert_eq!(t.failures("k", t0), 0);
+        t.record_failure("k", t0);
+        t.record_failure("k", t0 + MIN / 2);
+        assert_eq!(t.failures("k", t0 + MIN / 2), 2);
+        assert_eq!(t.failures("k", t0 + MIN), 1, "the first left the window");
+        assert_eq!(t.failures("other", t0), 0);
     }
 
     #[test]

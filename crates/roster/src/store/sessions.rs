@@ -2,8 +2,21 @@
 //! caller: a leaked database does not hand out live cookies. Times are Unix milliseconds; a
 //! session is valid while `now < expires_at`.
 
+use std::collections::HashSet;
+
 use super::users::user_columns;
 use super::{on_pool, Store, StoreError, User};
+
+/// Session hashes checked per query by [`Store::live_sessions`].
+pub const LIVE_SESSIONS_CHUNK: usize = 5_000;
+
+/// A session row joined with its user.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    #[sqlx(flatten)]
+    user: User,
+    expires_at: i64,
+}
 
 impl Store {
     /// Stores a new session for `user_id`. A hash already present is a database error (ids are
@@ -29,17 +42,59 @@ impl Store {
     /// The user of a session that exists and has not expired at `now`. Inactive users are
     /// returned too: the caller decides what `is_active == false` means.
     pub async fn session_user(&self, id_hash: &str, now: i64) -> Result<Option<User>, StoreError> {
+        Ok(self.session_user_until(id_hash, now).await?.map(|(user, _)| user))
+    }
+
+    /// Like [`Store::session_user`], with the session's `expires_at` (so a cache of it can
+    /// stop at that time).
+    pub async fn session_user_until(&self, id_hash: &str, now: i64) -> Result<Option<(User, i64)>, StoreError> {
         const SQL: &str = concat!(
             "SELECT ",
             user_columns!(),
-            " FROM users WHERE id = \
-             (SELECT user_id FROM sessions WHERE id_hash = $1 AND expires_at > $2)"
+            ", sessions.expires_at FROM sessions JOIN users ON users.id = sessions.user_id \
+             WHERE sessions.id_hash = $1 AND sessions.expires_at > $2"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, User>(SQL)
+        let row = on_pool!(self, pool => sqlx::query_as::<_, SessionRow>(SQL)
             .bind(id_hash)
             .bind(now)
             .fetch_optional(pool)
-            .await)?)
+            .await)?;
+        Ok(row.map(|r| (r.user, r.expires_at)))
+    }
+
+    /// Of `id_hashes`, the sessions that still exist, have not expired at `now` and belong to
+    /// an active user: what the server checks the sessions of its open sockets against. One
+    /// query per [`LIVE_SESSIONS_CHUNK`] hashes.
+    pub async fn live_sessions(&self, id_hashes: &[String], now: i64) -> Result<HashSet<String>, StoreError> {
+        let mut live = HashSet::new();
+        for chunk in id_hashes.chunks(LIVE_SESSIONS_CHUNK) {
+            let found: Vec<String> = match self {
+                Store::Sqlite(pool) => {
+                    let list = serde_json::to_string(chunk).unwrap_or_else(|_| "[]".to_owned());
+                    sqlx::query_scalar(
+                        "SELECT sessions.id_hash FROM sessions JOIN users ON users.id = sessions.user_id \
+                         WHERE sessions.id_hash IN (SELECT value FROM json_each($1)) \
+                         AND sessions.expires_at > $2 AND users.is_active",
+                    )
+                    .bind(list)
+                    .bind(now)
+                    .fetch_all(pool)
+                    .await?
+                }
+                Store::Postgres(pool) => {
+                    sqlx::query_scalar(
+                        "SELECT sessions.id_hash FROM sessions JOIN users ON users.id = sessions.user_id \
+                         WHERE sessions.id_hash = ANY($1) AND sessions.expires_at > $2 AND users.is_active",
+                    )
+                    .bind(chunk)
+                    .bind(now)
+                    .fetch_all(pool)
+                    .await?
+                }
+            };
+            live.extend(found);
+        }
+        Ok(live)
     }
 
     /// Deletes one session (log out); returns the user it belonged to, if it existed.

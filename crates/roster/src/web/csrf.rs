@@ -5,9 +5,16 @@
 //! characters, so the token differs on every response, defeating BREACH), or the bare
 //! 32-character secret; JavaScript may send the `X-CSRFToken` header instead. Every request
 //! whose method is not safe must present a token that unmasks to the cookie's secret, else 403.
+//! Before the token, the request's source is checked as Django does: a present `Origin` must be
+//! this site's own scheme and host or one of `--allowed-origins`; on HTTPS (`--secure-cookies`,
+//! or a trusted proxy's `X-Forwarded-Proto`) a request without `Origin` needs an `https`
+//! `Referer` of this host or an allowed origin.
 //!
 //! The middleware also buffers the (size-limited) body of those requests once, so the handler
 //! and the check read the same bytes. It knows nothing about users or sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::Request;
@@ -17,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
+use super::client::{client_of, ClientAddr};
 use super::cookies::{cookie_value, set_cookie, CookieOptions};
 use super::error::AppError;
 use super::form::Form;
@@ -96,8 +104,89 @@ fn reject(reason: &'static str) -> Response {
     AppError::Forbidden(reason).into_response()
 }
 
-/// Middleware: ensures every client has a CSRF secret, and checks unsafe requests.
-pub async fn csrf_middleware(cookie_opts: CookieOptions, req: Request, next: Next) -> Response {
+/// What the check needs to know about the site. Built once from the settings.
+#[derive(Debug, Clone)]
+pub struct CsrfPolicy {
+    pub cookies: CookieOptions,
+    /// How long an unsafe request's body may take to arrive (`--header-read-timeout`).
+    pub body_timeout: Duration,
+    /// `--allowed-origins`, lowercased, without a trailing slash.
+    pub allowed_origins: Vec<String>,
+}
+
+impl CsrfPolicy {
+    /// Whether a request counts as HTTPS: the site says so (`--secure-cookies`: its cookies
+    /// only travel over HTTPS) or a trusted proxy does (`X-Forwarded-Proto`).
+    pub fn is_https(&self, client: &ClientAddr) -> bool {
+        self.cookies.secure || client.https
+    }
+
+    /// Whether a page of `origin` may act here: this request's own scheme and host (as
+    /// Django's `good_origin`), or one of `--allowed-origins`. Shared by the CSRF check and the
+    /// WebSocket handshake.
+    pub fn origin_allowed(&self, origin: &str, headers: &HeaderMap, https: bool) -> bool {
+        let origin = origin.trim_end_matches('/');
+        let scheme = if https { "https" } else { "http" };
+        let own = split_url(origin).is_some_and(|(s, host)| {
+            s.eq_ignore_ascii_case(scheme) && request_host(headers).is_some_and(|h| h.eq_ignore_ascii_case(host))
+        });
+        own || self.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(origin))
+    }
+
+    /// Django's source check for an unsafe request: a present `Origin` must be allowed; on
+    /// HTTPS without `Origin`, a `Referer` is required and must be an `https` URL of this host
+    /// or of an `https` allowed origin (so a man in the middle of plain HTTP cannot post).
+    fn check_source(&self, headers: &HeaderMap, https: bool) -> Result<(), &'static str> {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().map_err(|_| "Origin checking failed.")?;
+            if origin == "null" {
+                return Err("Origin checking failed: null origin.");
+            }
+            return if self.origin_allowed(origin, headers, https) {
+                Ok(())
+            } else {
+                Err("Origin checking failed: the form was posted from another site.")
+            };
+        }
+        if !https {
+            return Ok(());
+        }
+        let referer = headers.get(header::REFERER).ok_or("Referer checking failed - no Referer.")?;
+        let referer = referer.to_str().map_err(|_| "Referer checking failed - Referer is malformed.")?;
+        let (scheme, host) = split_url(referer).ok_or("Referer checking failed - Referer is malformed.")?;
+        if !scheme.eq_ignore_ascii_case("https") {
+            return Err("Referer checking failed - Referer is insecure while host is secure.");
+        }
+        let own = request_host(headers).is_some_and(|h| h.eq_ignore_ascii_case(host));
+        let allowed = self
+            .allowed_origins
+            .iter()
+            .filter_map(|a| split_url(a))
+            .any(|(s, h)| s.eq_ignore_ascii_case("https") && h.eq_ignore_ascii_case(host));
+        if own || allowed {
+            Ok(())
+        } else {
+            Err("Referer checking failed - the Referer does not match any trusted origin.")
+        }
+    }
+}
+
+/// `(scheme, host[:port])` of an absolute URL.
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    (!scheme.is_empty() && !host.is_empty()).then_some((scheme, host))
+}
+
+/// The request's `Host`, if present and readable.
+fn request_host(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty())
+}
+
+/// Middleware: ensures every client has a CSRF secret, and checks unsafe requests (source,
+/// then token). The body of an unsafe request must arrive within the policy's `body_timeout`
+/// (else 408), so a client trickling a form cannot hold its connection.
+pub async fn csrf_middleware(policy: Arc<CsrfPolicy>, req: Request, next: Next) -> Response {
     let existing = cookie_value(req.headers(), CSRF_COOKIE)
         .filter(|v| v.len() == SECRET_LEN && is_token_chars(v))
         .map(|secret| CsrfToken { secret: secret.to_owned() });
@@ -106,13 +195,15 @@ pub async fn csrf_middleware(cookie_opts: CookieOptions, req: Request, next: Nex
 
     let mut req = req;
     if !is_safe(req.method()) {
-        if let Err(reason) = check_origin(req.headers()) {
+        let https = policy.is_https(&client_of(req.extensions()));
+        if let Err(reason) = policy.check_source(req.headers(), https) {
             return reject(reason);
         }
         let (parts, body) = req.into_parts();
-        let bytes = match to_bytes(body, MAX_FORM_BYTES).await {
-            Ok(b) => b,
-            Err(_) => return AppError::PayloadTooLarge.into_response(),
+        let bytes = match tokio::time::timeout(policy.body_timeout, to_bytes(body, MAX_FORM_BYTES)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return AppError::PayloadTooLarge.into_response(),
+            Err(_) => return AppError::RequestTimeout.into_response(),
         };
         if fresh {
             return reject("CSRF cookie not set.");
@@ -138,36 +229,9 @@ pub async fn csrf_middleware(cookie_opts: CookieOptions, req: Request, next: Nex
     let handler_set_it =
         response.headers().get_all(header::SET_COOKIE).iter().any(|v| v.as_bytes().starts_with(CSRF_COOKIE.as_bytes()));
     if fresh && !handler_set_it {
-        response.headers_mut().append(header::SET_COOKIE, token.cookie(cookie_opts));
+        response.headers_mut().append(header::SET_COOKIE, token.cookie(policy.cookies));
     }
     response
-}
-
-/// A cross-site form post from a browser carries an `Origin` that is not ours: refuse it even
-/// before looking at the token (Django does the same for HTTPS via Referer).
-fn check_origin(headers: &HeaderMap) -> Result<(), &'static str> {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-    let origin = origin.to_str().map_err(|_| "Origin checking failed.")?;
-    if origin == "null" {
-        return Err("Origin checking failed: null origin.");
-    }
-    if origin_is_own_host(origin, headers) {
-        Ok(())
-    } else {
-        Err("Origin checking failed: the form was posted from another site.")
-    }
-}
-
-/// Whether `origin` (`http://host:port`, as browsers send it) names this request's `Host`.
-/// Shared by the CSRF check and the WebSocket handshake.
-pub fn origin_is_own_host(origin: &str, headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let origin = origin.trim_end_matches('/');
-    origin.split_once("://").is_some_and(|(scheme, h)| {
-        (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
-            && !host.is_empty()
-            && h.eq_ignore_ascii_case(host)
-    })
 }
 
 #[cfg(test)]
@@ -190,14 +254,47 @@ mod tests {
         assert!(!t.matches("é".repeat(32).as_str()));
     }
 
-    #[test]
-    fn origin_must_be_ours() {
+    fn policy(allowed: &[&str]) -> CsrfPolicy {
+        CsrfPolicy {
+            cookies: CookieOptions::default(),
+            body_timeout: Duration::from_secs(10),
+            allowed_origins: allowed.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8000"));
-        assert!(check_origin(&h).is_ok());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8000"));
-        assert!(check_origin(&h).is_ok());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
-        assert!(check_origin(&h).is_err());
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn origin_must_be_ours_scheme_included() {
+        let p = policy(&["https://roster.example"]);
+        let host = ("host", "127.0.0.1:8000");
+        assert!(p.check_source(&headers(&[host]), false).is_ok(), "plain HTTP without Origin: the token decides");
+        assert!(p.check_source(&headers(&[host, ("origin", "http://127.0.0.1:8000")]), false).is_ok());
+        assert!(p.check_source(&headers(&[host, ("origin", "https://127.0.0.1:8000")]), false).is_err());
+        assert!(p.check_source(&headers(&[host, ("origin", "http://127.0.0.1:8000")]), true).is_err());
+        assert!(p.check_source(&headers(&[host, ("origin", "https://127.0.0.1:8000")]), true).is_ok());
+        assert!(p.check_source(&headers(&[host, ("origin", "http://evil.example")]), false).is_err());
+        assert!(p.check_source(&headers(&[host, ("origin", "null")]), false).is_err());
+        assert!(p.check_source(&headers(&[host, ("origin", "https://roster.example")]), true).is_ok(), "allowed");
+        assert!(p.check_source(&headers(&[("origin", "http://127.0.0.1:8000")]), false).is_err(), "no Host");
+    }
+
+    #[test]
+    fn https_without_origin_needs_a_secure_referer_of_ours() {
+        let p = policy(&["https://roster.example"]);
+        let host = ("host", "127.0.0.1:8000");
+        assert_eq!(p.check_source(&headers(&[host]), true), Err("Referer checking failed - no Referer."));
+        assert!(p.check_source(&headers(&[host, ("referer", "https://127.0.0.1:8000/log_in/?next=/")]), true).is_ok());
+        assert!(p.check_source(&headers(&[host, ("referer", "https://roster.example/x")]), true).is_ok());
+        assert!(p.check_source(&headers(&[host, ("referer", "http://127.0.0.1:8000/log_in/")]), true).is_err());
+        assert!(p.check_source(&headers(&[host, ("referer", "https://evil.example/")]), true).is_err());
+        assert!(p.check_source(&headers(&[host, ("referer", "not a url")]), true).is_err());
+        assert!(p.check_source(&headers(&[host, ("referer", "https://127.0.0.1:8000.evil/")]), true).is_err());
     }
 }

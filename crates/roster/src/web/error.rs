@@ -17,6 +17,8 @@ pub enum AppError {
     NotFound,
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("database unavailable")]
@@ -38,6 +40,9 @@ impl AppError {
                 "Request too large",
                 "The form sent more data than this server accepts.".to_owned(),
             ),
+            AppError::RequestTimeout => {
+                (StatusCode::REQUEST_TIMEOUT, "Request timeout", "The form data did not arrive in time.".to_owned())
+            }
             AppError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Unsupported form encoding",

@@ -2,15 +2,26 @@
 //! sent, lagging clients (resynced or closed), the deepest send queue seen, HTTP latency.
 //!
 //! Hub figures are read from `Hub::stats()` at scrape time, so the hot path pays nothing for
-//! them; HTTP latency is a histogram recorded by the access log middleware.
+//! them; HTTP latency is a histogram recorded by the access log middleware, labelled only with
+//! values from fixed sets: a known method (else `other`), the matched route pattern (e.g.
+//! `/static/{name}`; no route: `other`) and the status number. Nothing a client writes becomes a
+//! label, so the number of series is bounded whatever is sent.
+//!
+//! Who may read: with `--metrics-bind`, only the separate listener serves `/metrics`
+//! ([`listener_router`]) and the main one answers 404; without it, the main listener serves
+//! `/metrics` to loopback clients only (after trusted-proxy resolution), 404 to others.
 
 use std::sync::OnceLock;
 
 use axum::extract::State;
 use axum::http::{header, Method};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::client::ClientAddr;
+use super::error::AppError;
 use super::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -34,11 +45,47 @@ pub fn install() {
     });
 }
 
-pub fn record_http(method: &Method, status: u16, secs: f64) {
-    metrics::histogram!("roster_http_request_duration_seconds", "method" => method.to_string(), "status" => status.to_string())
-        .record(secs);
+/// The `method` label: a standard method's name, anything else `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
+/// Records one request's latency. `route` is the matched route pattern (`None`: no route).
+pub fn record_http(method: &'static str, route: Option<String>, status: u16, secs: f64) {
+    let route = route.unwrap_or_else(|| "other".to_owned());
+    metrics::histogram!("roster_http_request_duration_seconds",
+        "method" => method, "route" => route, "status" => status.to_string())
+    .record(secs);
+}
+
+/// `/metrics` on the main listener: loopback clients only, and only without `--metrics-bind`.
+pub async fn render_guarded(State(app): State<AppState>, client: ClientAddr) -> Response {
+    if app.metrics_elsewhere || !client.ip.is_loopback() {
+        return AppError::NotFound.into_response();
+    }
+    render(State(app)).await.into_response()
+}
+
+/// The separate `--metrics-bind` listener: `/metrics` and nothing else.
+pub fn listener_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
+        .with_state(state)
+}
+
+/// The metrics page, for whoever the caller has let through.
 pub async fn render(State(app): State<AppState>) -> impl IntoResponse {
     let s = app.hub.stats();
     metrics::gauge!("roster_sockets_open").set(s.sockets_open as f64);

@@ -4,25 +4,27 @@
 //! Handlers live in `pages`; authentication in `session` extractors; CSRF in `csrf`. This
 //! module must not contain SQL or presence logic: it calls `Store` and `Hub`.
 
+pub mod access_log;
 pub mod api;
 pub mod assets;
+pub mod client;
 pub mod cookies;
 pub mod csrf;
 pub mod error;
 pub mod form;
+pub mod headers;
 pub mod metrics;
 pub mod pages;
 pub mod session;
 pub mod templates;
 
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -31,11 +33,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::accounts::Throttle;
+use crate::accounts::{LogInLimitSettings, LogInLimits, RetryAfter, Throttle};
 use crate::settings::ServeArgs;
 use crate::store::Store;
 use crate::ws::Heartbeat;
+use client::{ClientAddr, TrustedProxies};
 use cookies::CookieOptions;
+use csrf::CsrfPolicy;
 use session::SessionCache;
 
 /// What every handler may use. Cheap to clone.
@@ -54,13 +58,21 @@ pub struct Shared {
     /// Socket tasks register here (axum does not wait for upgraded connections, axum#3003), so
     /// a shutdown waits for their close frames to go out.
     pub tasks: TaskTracker,
-    allowed_origins: Vec<String>,
     /// The runtime socket loops are spawned on (not the one serving HTTP; see `app.rs`).
     pub sockets: tokio::runtime::Handle,
     /// Recently looked-up sessions (shared with the account reconciler).
     pub sessions: Arc<SessionCache>,
-    /// Failed log-ins per account and per client address (locks internally, never across `.await`).
-    throttle: Throttle,
+    /// Failed log-ins per (account, address), per address and per account (locks internally,
+    /// never across `.await`).
+    pub log_in_limits: LogInLimits,
+    /// Accounts created per client address (`--signup-limit` per `--signup-window`).
+    pub sign_ups: Throttle,
+    /// Whose forwarding headers name the client (`--trusted-proxies`).
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// `/metrics` is served on its own listener (`--metrics-bind`), not on the main one.
+    pub metrics_elsewhere: bool,
+    /// What CSRF (and the socket's `Origin` check) know about the site.
+    pub csrf: Arc<CsrfPolicy>,
 }
 
 impl Deref for AppState {
@@ -88,40 +100,36 @@ impl AppState {
             hub,
             heartbeat: Heartbeat { interval: settings.ping_interval, timeout: settings.ping_timeout },
             shutdown,
-            allowed_origins: settings
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
             page_size: settings.page_size,
             session_ttl: settings.session_ttl,
             cookies: CookieOptions { secure: settings.secure_cookies },
-            throttle: Throttle::new(settings.login_limit, settings.login_window),
+            log_in_limits: LogInLimits::new(LogInLimitSettings {
+                per_pair: settings.login_limit,
+                per_address: settings.login_address_limit,
+                per_account: settings.login_account_limit,
+                window: settings.login_window,
+            }),
+            sign_ups: Throttle::new(settings.signup_limit, settings.signup_window),
+            trusted_proxies: Arc::new(TrustedProxies::new(settings.trusted_proxies.clone())),
+            metrics_elsewhere: settings.metrics_bind.is_some(),
+            csrf: Arc::new(CsrfPolicy {
+                cookies: CookieOptions { secure: settings.secure_cookies },
+                body_timeout: settings.header_read_timeout,
+                allowed_origins: settings
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .collect(),
+            }),
         }))
     }
 
-    /// Whether a WebSocket handshake's `Origin` may connect: absent (not a browser), our own
-    /// host, or one of `--allowed-origins`.
-    pub fn origin_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
+    /// Whether a WebSocket handshake's `Origin` may connect: absent (not a browser), this
+    /// site's own scheme and host, or one of `--allowed-origins` (the same rule as CSRF).
+    pub fn origin_allowed(&self, headers: &axum::http::HeaderMap, client: &ClientAddr) -> bool {
         let Some(origin) = headers.get(header::ORIGIN) else { return true };
         let Ok(origin) = origin.to_str() else { return false };
-        csrf::origin_is_own_host(origin, headers)
-            || self.allowed_origins.contains(&origin.trim_end_matches('/').to_ascii_lowercase())
-    }
-
-    /// The longest wait any of `keys` is throttled for, if any.
-    pub(crate) fn throttle_check(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        keys.iter().filter_map(|k| self.throttle.check(k, now).err()).map(|r| r.0).max()
-    }
-
-    pub(crate) fn throttle_fail(&self, keys: &[String], now: Instant) {
-        for k in keys {
-            self.throttle.record_failure(k, now);
-        }
-    }
-
-    pub(crate) fn throttle_reset(&self, key: &str) {
-        self.throttle.reset(key);
+        self.csrf.origin_allowed(origin, headers, self.csrf.is_https(client))
     }
 }
 
@@ -143,25 +151,42 @@ pub fn found(location: &str) -> Response {
     (axum::http::StatusCode::FOUND, [(header::LOCATION, value)]).into_response()
 }
 
+/// A 429 with `Retry-After` (whole seconds, rounded up): every 429 the server sends goes
+/// through here or sets the header itself.
+pub fn too_many(wait: RetryAfter, mut response: Response) -> Response {
+    *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs_ceil()));
+    response
+}
+
+/// "45 seconds", "1 minute", "15 minutes": how long to wait, for a person, rounded up.
+pub fn wait_phrase(wait: Duration) -> String {
+    let secs = RetryAfter(wait).as_secs_ceil();
+    let (n, unit) = if secs < 120 { (secs, "second") } else { (secs.div_ceil(60), "minute") };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Content-Security-Policy: no inline script or style, nothing from other origins, no framing.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub fn router(state: AppState) -> Router {
-    let cookie_opts = state.cookies;
+    let csrf = state.csrf.clone();
+    let secure_site = state.cookies.secure;
+    let trusted = state.trusted_proxies.clone();
     Router::new()
-        .route("/", get(pages::user_list))
-        .route("/sign_up/", get(pages::sign_up_form).post(pages::sign_up))
-        .route("/log_in/", get(pages::log_in_form).post(pages::log_in))
-        .route("/log_out/", get(pages::log_out_form).post(pages::log_out))
+        .route("/", headers::private(get(pages::user_list)))
+        .route("/sign_up/", headers::private(get(pages::sign_up_form).post(pages::sign_up)))
+        .route("/log_in/", headers::private(get(pages::log_in_form).post(pages::log_in)))
+        .route("/log_out/", headers::private(get(pages::log_out_form).post(pages::log_out)))
         .route("/users/", get(crate::ws::users_socket))
-        .route("/api/users/", get(api::users))
+        .route("/api/users/", headers::private(get(api::users)))
         .route("/static/{name}", get(assets::serve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
+        .route("/metrics", get(metrics::render_guarded))
         .fallback(pages::not_found)
-        .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(cookie_opts, req, next)))
+        .layer(middleware::from_fn(move |req, next| csrf::csrf_middleware(csrf.clone(), req, next)))
         .layer(DefaultBodyLimit::max(csrf::MAX_FORM_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
@@ -174,30 +199,8 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
         ))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn(move |req, next| headers::hsts(secure_site, req, next)))
+        .layer(middleware::from_fn(access_log::access_log))
+        .layer(middleware::from_fn(move |req, next| client::resolve_client(trusted.clone(), req, next)))
         .with_state(state)
-}
-
-/// One line per request in the tutorial's console shape:
-/// `HTTP GET / 200 [0.02, 127.0.0.1:52757]`. The query string is not logged (it may hold
-/// search text); no cookie or form field ever is.
-async fn access_log(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let upgrade = req.headers().get(header::UPGRADE).is_some();
-    let response = next.run(req).await;
-    let secs = started.elapsed().as_secs_f64();
-    let peer = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
-    let status = response.status().as_u16();
-    metrics::record_http(&method, status, secs);
-    if upgrade {
-        tracing::info!(target: "roster::http", method = %method, path = %path, status, secs, peer = %peer,
-            "WebSocket HANDSHAKING {path} [{peer}]");
-    } else {
-        tracing::info!(target: "roster::http", method = %method, path = %path, status, secs, peer = %peer,
-            "HTTP {method} {path} {status} [{secs:.2}, {peer}]");
-    }
-    response
 }

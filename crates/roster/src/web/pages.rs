@@ -5,22 +5,22 @@
 //! extractors and middleware.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use presence::UserRef;
 
+use super::client::ClientAddr;
 use super::csrf::CsrfToken;
 use super::error::AppError;
 use super::form::Form;
 use super::session::{clear_session_cookie, new_session_id, safe_next, session_cookie, MaybeUser, RequireUser};
 use super::templates::{render, Frame, ListEntry, LogInPage, LogOutPage, SignUpPage, UserListPage};
 use super::AppState;
-use crate::accounts::{self, NewPassword, Username, Verification};
+use crate::accounts::{self, Admission, NewPassword, Username, Verification};
 use crate::store::{ListQuery, NewUser, StoreError};
 
 const REQUIRED: &str = "This field is required.";
@@ -37,6 +37,7 @@ pub async fn sign_up_form(user: MaybeUser, Extension(csrf): Extension<CsrfToken>
     render(&SignUpPage {
         frame: frame(&user, &csrf),
         username: "",
+        form_errors: vec![],
         username_errors: vec![],
         password1_errors: vec![],
         password2_errors: vec![],
@@ -47,11 +48,28 @@ pub async fn sign_up_form(user: MaybeUser, Extension(csrf): Extension<CsrfToken>
 #[tracing::instrument(skip_all)]
 pub async fn sign_up(
     State(app): State<AppState>,
+    client: ClientAddr,
     user: MaybeUser,
     Extension(csrf): Extension<CsrfToken>,
     form: Form,
 ) -> Result<Response, AppError> {
     let raw_username = form.get("username");
+    let address = client.ip.to_string();
+    if let Err(wait) = app.sign_ups.check(&address, Instant::now()) {
+        tracing::warn!(client = %client.ip, "sign-up throttled");
+        let page = SignUpPage {
+            frame: frame(&user, &csrf),
+            username: raw_username,
+            form_errors: vec![format!(
+                "Too many accounts were created from your address. Try again in {}.",
+                super::wait_phrase(wait.0)
+            )],
+            username_errors: vec![],
+            password1_errors: vec![],
+            password2_errors: vec![],
+        };
+        return Ok(super::too_many(wait, (StatusCode::TOO_MANY_REQUESTS, render(&page)).into_response()));
+    }
     let (p1, p2) = (form.get("password1"), form.get("password2"));
     let mut username_errors = Vec::new();
     let mut password1_errors = Vec::new();
@@ -85,6 +103,7 @@ pub async fn sign_up(
         let page = SignUpPage {
             frame: frame(&user, &csrf),
             username: raw_username,
+            form_errors: vec![],
             username_errors,
             password1_errors,
             password2_errors,
@@ -104,6 +123,7 @@ pub async fn sign_up(
     };
     match app.store.create_user(&new).await {
         Ok(created) => {
+            app.sign_ups.record_failure(&address, Instant::now());
             tracing::info!(user_id = created.id, "signed up");
             app.hub.signed_up(UserRef { id: created.id, username: created.username.into() });
             Ok(super::found("/log_in/"))
@@ -112,6 +132,7 @@ pub async fn sign_up(
             let page = SignUpPage {
                 frame: frame(&user, &csrf),
                 username: raw_username,
+                form_errors: vec![],
                 username_errors: vec![accounts::DUPLICATE_USERNAME_MESSAGE.to_owned()],
                 password1_errors: vec![],
                 password2_errors: vec![],
@@ -136,7 +157,7 @@ pub async fn log_in_form(
 #[tracing::instrument(skip_all)]
 pub async fn log_in(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     user: MaybeUser,
     Extension(csrf): Extension<CsrfToken>,
     form: Form,
@@ -152,20 +173,26 @@ pub async fn log_in(
     if raw_username.is_empty() || password.is_empty() {
         return show(StatusCode::OK, vec![INVALID_LOGIN.to_owned()]);
     }
-    let account_key = Username::parse(raw_username).map_or_else(|_| raw_username.to_lowercase(), |u| u.key());
-    let keys = [format!("user:{account_key}"), format!("ip:{}", peer.ip())];
+    // A username that cannot exist counts only against the address (see `LogInLimits`).
+    let account_key = Username::parse(raw_username).ok().map(|u| u.key());
     let now = Instant::now();
-    if let Some(wait) = app.throttle_check(&keys, now) {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        let msg = format!(
-            "Too many failed log-in attempts. Try again in {minutes} minute{}.",
-            if minutes == 1 { "" } else { "s" }
-        );
-        tracing::warn!(peer = %peer.ip(), "log-in throttled");
-        return show(StatusCode::TOO_MANY_REQUESTS, vec![msg]);
+    match app.log_in_limits.admit(account_key.as_deref(), client.ip, now) {
+        Admission::Go => {}
+        Admission::Slow(delay) => {
+            tracing::info!(client = %client.ip, "log-in slowed: the account is past its failure ceiling");
+            tokio::time::sleep(delay).await;
+        }
+        Admission::Refuse(wait) => {
+            tracing::warn!(client = %client.ip, "log-in throttled");
+            let msg = format!("Too many failed log-in attempts. Try again in {}.", super::wait_phrase(wait.0));
+            return show(StatusCode::TOO_MANY_REQUESTS, vec![msg]).map(|page| super::too_many(wait, page));
+        }
     }
 
-    let account = app.store.user_by_key(&account_key).await?;
+    let account = match &account_key {
+        Some(key) => app.store.user_by_key(key).await?,
+        None => None,
+    };
     let verdict = match &account {
         Some(u) => accounts::verify_password(password.to_owned(), u.password_hash.clone()).await,
         None => {
@@ -176,12 +203,15 @@ pub async fn log_in(
     let (account, needs_rehash) = match (account, verdict) {
         (Some(u), Verification::Valid { needs_rehash }) if u.is_active => (u, needs_rehash),
         _ => {
-            app.throttle_fail(&keys, now);
-            tracing::info!(peer = %peer.ip(), "log-in failed");
+            if app.log_in_limits.failed(account_key.as_deref(), client.ip, Instant::now()) {
+                tracing::warn!(client = %client.ip, "failed log-ins on one account passed --login-account-limit; \
+                    repeat attempts on it are slowed");
+            }
+            tracing::info!(client = %client.ip, "log-in failed");
             return show(StatusCode::OK, vec![INVALID_LOGIN.to_owned()]);
         }
     };
-    app.throttle_reset(&keys[0]);
+    app.log_in_limits.succeeded(&account.username_key, client.ip);
 
     if needs_rehash {
         match accounts::rehash_password(password.to_owned()).await {

@@ -6,6 +6,7 @@
 //! `/log_in/?next=...`). Inactive users are treated as logged out.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -61,43 +62,75 @@ const SESSION_CACHE_MAX: usize = 100_000;
 
 /// Sessions of active users looked up in the last [`SESSION_CACHE_TTL`], so a page and the
 /// socket it opens, or a burst of requests, cost one store query. Only valid sessions of
-/// active users are kept. Log out and log in on this node remove the entry at once, and the
-/// account reconciler removes a deleted or deactivated user's entries before closing their
-/// sockets. A session ended elsewhere (another node, `roster user set-password`) stops
-/// working here within the TTL.
+/// active users are kept, each with its `expires_at`: an entry is never used at or past the
+/// session's expiry, however recently it was looked up. Log out and log in on this node remove
+/// the entry at once, and the account reconciler removes the entries of deleted or deactivated
+/// users and of sessions ended elsewhere before closing their sockets. A session ended on
+/// another node is forgotten here as soon as the cluster says so (the hub's observer); a lookup
+/// in flight meanwhile is not cached (see [`SessionCache::epoch`]). A session ended by another
+/// process without a cluster (`roster user set-password` on a single node) stops working here
+/// within the TTL.
 #[derive(Default)]
 pub struct SessionCache {
-    entries: Mutex<HashMap<String, (Instant, User)>>,
+    entries: Mutex<HashMap<String, Cached>>,
+    /// Bumped by every `forget`: see [`SessionCache::epoch`].
+    epoch: AtomicU64,
+}
+
+struct Cached {
+    /// When it was looked up.
+    at: Instant,
+    user: User,
+    /// The session's expiry, Unix milliseconds.
+    expires_at: i64,
 }
 
 impl SessionCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, User)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn get(&self, hash: &str, now: Instant) -> Option<User> {
+    /// The cached user of session `hash`, if looked up less than the TTL before `now` and the
+    /// session has not expired at `now_ms`.
+    pub fn get(&self, hash: &str, now: Instant, now_ms: i64) -> Option<(User, i64)> {
         let map = self.lock();
-        let (at, user) = map.get(hash)?;
-        (now.saturating_duration_since(*at) < SESSION_CACHE_TTL).then(|| user.clone())
+        let c = map.get(hash)?;
+        (now.saturating_duration_since(c.at) < SESSION_CACHE_TTL && now_ms < c.expires_at)
+            .then(|| (c.user.clone(), c.expires_at))
     }
 
-    pub fn put(&self, hash: String, user: User, now: Instant) {
+    /// The cache's generation: read it before looking a session up in the store, and give it to
+    /// [`Self::put`]. A session ended (on any node) while the lookup was in flight bumps it, so
+    /// the lookup's now stale answer is not cached.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches a looked-up session, unless something was forgotten since `epoch` was read.
+    pub fn put(&self, hash: String, user: User, expires_at: i64, now: Instant, epoch: u64) {
         let mut map = self.lock();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
         if map.len() >= SESSION_CACHE_MAX {
-            map.retain(|_, (at, _)| now.saturating_duration_since(*at) < SESSION_CACHE_TTL);
+            map.retain(|_, c| now.saturating_duration_since(c.at) < SESSION_CACHE_TTL);
             if map.len() >= SESSION_CACHE_MAX {
                 map.clear();
             }
         }
-        map.insert(hash, (now, user));
+        map.insert(hash, Cached { at: now, user, expires_at });
     }
 
     pub fn forget(&self, hash: &str) {
-        self.lock().remove(hash);
+        let mut map = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.remove(hash);
     }
 
     pub fn forget_user(&self, user_id: i64) {
-        self.lock().retain(|_, (_, u)| u.id != user_id);
+        let mut map = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.retain(|_, c| c.user.id != user_id);
     }
 }
 
@@ -106,6 +139,8 @@ impl SessionCache {
 pub struct AuthUser {
     pub user: User,
     pub session_hash: String,
+    /// When the session ends (unix ms).
+    pub expires_at: i64,
 }
 
 /// The current user, if the request carries a valid session of an active user.
@@ -121,15 +156,16 @@ impl FromRequestParts<AppState> for MaybeUser {
         let user = match session_hash(parts) {
             None => None,
             Some(hash) => {
-                let now = Instant::now();
-                match state.sessions.get(&hash, now) {
-                    Some(user) => Some(AuthUser { user, session_hash: hash }),
+                let (now, now_ms) = (Instant::now(), crate::now_ms());
+                match state.sessions.get(&hash, now, now_ms) {
+                    Some((user, expires_at)) => Some(AuthUser { user, session_hash: hash, expires_at }),
                     None => {
-                        let user = state.store.session_user(&hash, crate::now_ms()).await?.filter(|u| u.is_active);
-                        if let Some(u) = &user {
-                            state.sessions.put(hash.clone(), u.clone(), now);
-                        }
-                        user.map(|user| AuthUser { user, session_hash: hash })
+                        let epoch = state.sessions.epoch();
+                        let found = state.store.session_user_until(&hash, now_ms).await?;
+                        found.filter(|(u, _)| u.is_active).map(|(user, expires_at)| {
+                            state.sessions.put(hash.clone(), user.clone(), expires_at, now, epoch);
+                            AuthUser { user, session_hash: hash, expires_at }
+                        })
                     }
                 }
             }
@@ -232,16 +268,38 @@ mod tests {
     fn session_cache_expires_and_forgets() {
         let cache = SessionCache::default();
         let t0 = Instant::now();
-        cache.put("a".into(), user(1), t0);
-        cache.put("b".into(), user(1), t0);
-        cache.put("c".into(), user(2), t0);
-        assert_eq!(cache.get("a", t0).map(|u| u.id), Some(1));
-        assert!(cache.get("a", t0 + SESSION_CACHE_TTL).is_none(), "expired after the TTL");
+        let far = i64::MAX;
+        cache.put("a".into(), user(1), far, t0, cache.epoch());
+        cache.put("b".into(), user(1), far, t0, cache.epoch());
+        cache.put("c".into(), user(2), far, t0, cache.epoch());
+        assert_eq!(cache.get("a", t0, 0).map(|(u, _)| u.id), Some(1));
+        assert!(cache.get("a", t0 + SESSION_CACHE_TTL, 0).is_none(), "expired after the TTL");
         cache.forget("a");
-        assert!(cache.get("a", t0).is_none());
+        assert!(cache.get("a", t0, 0).is_none());
         cache.forget_user(1);
-        assert!(cache.get("b", t0).is_none(), "every session of a forgotten user");
-        assert_eq!(cache.get("c", t0).map(|u| u.id), Some(2), "other users stay");
+        assert!(cache.get("b", t0, 0).is_none(), "every session of a forgotten user");
+        assert_eq!(cache.get("c", t0, 0).map(|(u, _)| u.id), Some(2), "other users stay");
+    }
+
+    #[test]
+    fn a_lookup_in_flight_when_a_session_ends_is_not_cached() {
+        let cache = SessionCache::default();
+        let t0 = Instant::now();
+        let before = cache.epoch();
+        cache.forget("a"); // the session ended on another node while the lookup ran
+        cache.put("a".into(), user(1), i64::MAX, t0, before);
+        assert!(cache.get("a", t0, 0).is_none(), "the stale answer is not cached");
+        cache.put("a".into(), user(1), i64::MAX, t0, cache.epoch());
+        assert!(cache.get("a", t0, 0).is_some());
+    }
+
+    #[test]
+    fn session_cache_never_outlives_the_session() {
+        let cache = SessionCache::default();
+        let t0 = Instant::now();
+        cache.put("a".into(), user(1), 5_000, t0, cache.epoch());
+        assert_eq!(cache.get("a", t0, 4_999).map(|(u, _)| u.id), Some(1));
+        assert!(cache.get("a", t0, 5_000).is_none(), "not at expires_at, however fresh the entry");
     }
 
     #[test]

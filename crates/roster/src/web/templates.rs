@@ -58,6 +58,8 @@ impl ErrorPage<'_> {
 pub struct SignUpPage<'a> {
     pub frame: Frame<'a>,
     pub username: &'a str,
+    /// Errors about the whole form (e.g. too many sign-ups from this address).
+    pub form_errors: Vec<String>,
     pub username_errors: Vec<String>,
     pub password1_errors: Vec<String>,
     pub password2_errors: Vec<String>,

@@ -302,7 +302,7 @@ async fn wrong_password_and_unknown_user_get_the_same_error_and_no_session() {
 }
 
 #[tokio::test]
-async fn log_in_is_throttled_per_account_and_per_address() {
+async fn log_in_is_throttled_per_account_and_address() {
     let server = TestServer::start_with(&["--login-limit", "3", "--login-window", "10m"]).await;
     let client = server.client();
     assert_eq!(sign_up(&server, &client, "judy", GOOD_PASSWORD).await.status(), StatusCode::FOUND);
@@ -317,8 +317,8 @@ async fn log_in_is_throttled_per_account_and_per_address() {
     assert!(r.text().await.expect("body").contains("Too many failed log-in attempts"));
     let judy = server.store().await.user_by_key("judy").await.expect("q").expect("judy");
     assert_eq!(judy.last_login, None);
-    // The same address has also used up its failures: another account is refused from here too.
-    assert_eq!(log_in(&server, &client, "mallory", GOOD_PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another account from the same address is not refused for judy's failures.
+    assert_eq!(log_in(&server, &client, "mallory", GOOD_PASSWORD).await.status(), StatusCode::FOUND);
 }
 
 #[tokio::test]

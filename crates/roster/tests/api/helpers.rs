@@ -38,8 +38,35 @@ impl TestServer {
     }
 
     pub async fn start_on(dir: tempfile::TempDir, db_url: String, bind: &str, extra: &[&str]) -> TestServer {
+        TestServer::spawn(dir, db_url, bind, extra, None).await
+    }
+
+    /// Starts the server with its open-file limit lowered to `limit` (`ulimit -n` in a shell
+    /// that then becomes the server).
+    pub async fn start_with_fd_limit(limit: u32, extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_url = format!("sqlite://{}", dir.path().join("roster.db").display());
+        TestServer::spawn(dir, db_url, "127.0.0.1:0", extra, Some(limit)).await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        db_url: String,
+        bind: &str,
+        extra: &[&str],
+        fd_limit: Option<u32>,
+    ) -> TestServer {
         let grace: &[&str] = if extra.contains(&"--presence-grace") { &[] } else { &["--presence-grace", "0s"] };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        let binary = env!("CARGO_BIN_EXE_roster");
+        let mut command = match fd_limit {
+            None => Command::new(binary),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), binary]);
+                sh
+            }
+        };
+        let mut child = command
             .args(["serve", "--bind", bind, "--database-url", &db_url])
             .args(grace)
             .args(extra)
@@ -88,8 +115,19 @@ impl TestServer {
 
     /// A client together with its cookie jar (to hand the session cookie to a WebSocket).
     pub fn browser(&self) -> Browser {
+        self.browser_from("127.0.0.1")
+    }
+
+    /// A browser whose connections come from the loopback address `source` (e.g. `127.0.0.2`):
+    /// another client address as far as the server can tell.
+    pub fn browser_from(&self, source: &str) -> Browser {
         let jar = Arc::new(Jar::default());
-        let client = Client::builder().cookie_provider(jar.clone()).redirect(Policy::none()).build().expect("client");
+        let client = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(Policy::none())
+            .local_address(source.parse::<std::net::IpAddr>().expect("source address"))
+            .build()
+            .expect("client");
         Browser { client, jar, base: self.url("/") }
     }
 
@@ -109,6 +147,18 @@ impl TestServer {
             assert!(start.elapsed() < DEADLINE, "log line {needle:?} never appeared; logs:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The address of the separate metrics listener (`--metrics-bind`), from the start-up log.
+    pub async fn metrics_addr(&self) -> SocketAddr {
+        self.wait_for_log("metrics on http://").await;
+        let logs = self.logs();
+        let rest = logs.split("metrics on http://").nth(1).expect("logged");
+        rest.split(|c: char| c == '"' || c == '/' || c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("metrics address")
     }
 
     /// Sends SIGTERM and waits for a clean exit.

@@ -4,9 +4,16 @@ mod accounts;
 mod backup;
 mod cli;
 mod config_file;
+mod connections;
+mod hardening;
 mod helpers;
+mod metrics;
 mod operations_docs;
-use testkit::pg;
 mod presence;
+mod proxy;
+mod session_end;
 mod session_purge;
+mod throttle;
 mod ws_client;
+
+use testkit::pg;

@@ -17,15 +17,18 @@ use crate::helpers::{Browser, TestServer, DEADLINE};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+#[derive(Clone, Copy)]
 pub struct Opts<'a> {
     pub v1: bool,
     pub origin: Option<&'a str>,
     /// SO_RCVBUF for the client socket (a small one makes a slow reader fill up fast).
     pub recv_buffer: Option<u32>,
+    /// The loopback source address to connect from (default: the kernel's choice, 127.0.0.1).
+    pub source: Option<&'a str>,
 }
 
-pub const TUTORIAL: Opts<'static> = Opts { v1: false, origin: None, recv_buffer: None };
-pub const V1: Opts<'static> = Opts { v1: true, origin: None, recv_buffer: None };
+pub const TUTORIAL: Opts<'static> = Opts { v1: false, origin: None, recv_buffer: None, source: None };
+pub const V1: Opts<'static> = Opts { v1: true, origin: None, recv_buffer: None, source: None };
 
 /// Opens `/users/` as `browser` (None: anonymous). Err carries the HTTP status of a refusal.
 pub async fn open(server: &TestServer, browser: Option<&Browser>, opts: Opts<'_>) -> Result<Ws, u16> {
@@ -42,6 +45,10 @@ pub async fn open(server: &TestServer, browser: Option<&Browser>, opts: Opts<'_>
     let socket = TcpSocket::new_v4().expect("socket");
     if let Some(size) = opts.recv_buffer {
         socket.set_recv_buffer_size(size).expect("rcvbuf");
+    }
+    if let Some(source) = opts.source {
+        let ip: std::net::IpAddr = source.parse().expect("source address");
+        socket.bind(std::net::SocketAddr::new(ip, 0)).expect("bind the source address");
     }
     let stream = socket.connect(server.addr).await.expect("tcp connect");
     let config = WebSocketConfig::default().max_message_size(Some(64 << 20));

@@ -265,7 +265,26 @@ impl Browser {
             .find(Locator::Css("main form button[type=submit]"))
             .await
             .unwrap_or_else(|e| panic!("{}: no submit button: {e}", self.name));
+        // Mark the page, so the wait below sees the answer's page and not this one (the answer
+        // to an invalid form has the same path, so waiting on the path alone raced).
+        self.js("window.__rosterBeforeSubmit = true; return null;", vec![]).await;
         button.click().await.expect("click submit");
+        eventually(&format!("{} to load the form's answer", self.name), WAIT, || async {
+            let v = self
+                .client
+                .execute(
+                    "return window.__rosterBeforeSubmit === undefined && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if v == Value::Bool(true) {
+                Ok(())
+            } else {
+                Err(format!("{v}"))
+            }
+        })
+        .await;
     }
 
     /// Fills and submits the sign-up form (from a fresh `/sign_up/`).

@@ -147,6 +147,18 @@ async fn store_story(store: Store) {
     assert_eq!(store.session_user("s3", 1_499).await.unwrap().unwrap().id, bob.id);
     assert_eq!(store.session_user("s1", 2_000).await.unwrap(), None, "expired at expires_at");
     assert_eq!(store.session_user("nope", 0).await.unwrap(), None);
+    let until = store.session_user_until("s1", 1_000).await.unwrap().map(|(u, expires)| (u.id, expires));
+    assert_eq!(until, Some((ann.id, 2_000)), "with the session's expiry");
+    // The sessions of open sockets, checked in one go: existing, unexpired, of active users.
+    let asked: Vec<String> = ["s1", "s2", "s3", "nope"].map(String::from).to_vec();
+    let live = store.live_sessions(&asked, 1_600).await.unwrap();
+    assert_eq!(live, ["s1", "s2"].map(String::from).into(), "s3 expired at 1_500, nope never was");
+    assert!(store.set_active(ann.id, false).await.unwrap());
+    assert!(store.live_sessions(&asked, 0).await.unwrap().iter().all(|h| h == "s3"), "inactive: not live");
+    assert!(store.set_active(ann.id, true).await.unwrap());
+    assert!(store.live_sessions(&[], 0).await.unwrap().is_empty());
+    let many: Vec<String> = (0..12_000).map(|i| format!("{i:064x}")).chain(["s2".to_owned()]).collect();
+    assert_eq!(store.live_sessions(&many, 0).await.unwrap(), ["s2"].map(String::from).into(), "chunked");
     assert!(store.create_session("s1", bob.id, 0, 1).await.is_err(), "hash is the key");
     assert_eq!(store.delete_session("s1").await.unwrap(), Some(ann.id));
     assert_eq!(store.delete_session("s1").await.unwrap(), None);
