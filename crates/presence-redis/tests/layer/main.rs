@@ -1,0 +1,6 @@
+//! The Redis layer against real `redis-server`s (one private server per test, on a free port):
+//! the conformance suite, the cost of one change, fencing, Redis outages, and an unreliable
+//! pub/sub.
+
+mod conformance;
+mod support;
