@@ -5,4 +5,5 @@
 mod commands;
 mod conformance;
 mod fencing;
+mod outage;
 mod support;
