@@ -228,16 +228,16 @@ impl Subscription<'_> {
         self.behind = None;
         self.heard.mark_unchanged();
         self.shared.set_registered(state.registered);
-        permit.send(Delivery::Resync(ClusterState {
-            seq: state.seq,
-            online: state.online,
-            registered: state.registered,
-        }));
         if *delivered_once {
             Stats::bump(&self.shared.stats.resyncs);
         }
         *delivered_once = true;
         self.shared.subscribed.store(true, Relaxed);
+        permit.send(Delivery::Resync(ClusterState {
+            seq: state.seq,
+            online: state.online,
+            registered: state.registered,
+        }));
         Some(Ok(()))
     }
 }

@@ -6,4 +6,5 @@ mod commands;
 mod conformance;
 mod fencing;
 mod outage;
+mod subscriber;
 mod support;
