@@ -114,7 +114,12 @@ struct Subscription<'a> {
 }
 
 impl Subscription<'_> {
-    async fn serve(&mut self, stop: &CancellationToken, until: &mut watch::Receiver<Option<u64>>, delivered_once: &mut bool) -> End {
+    async fn serve(
+        &mut self,
+        stop: &CancellationToken,
+        until: &mut watch::Receiver<Option<u64>>,
+        delivered_once: &mut bool,
+    ) -> End {
         let mut resync = true;
         loop {
             if resync {
@@ -172,7 +177,11 @@ impl Subscription<'_> {
         }
         if seq != self.last + 1 {
             Stats::bump(&self.shared.stats.seq_gaps);
-            tracing::warn!(expected = self.last + 1, got = seq, "presence layer: a gap in the cluster sequence; resyncing");
+            tracing::warn!(
+                expected = self.last + 1,
+                got = seq,
+                "presence layer: a gap in the cluster sequence; resyncing"
+            );
             return false;
         }
         self.last = seq;

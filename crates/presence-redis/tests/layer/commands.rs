@@ -29,11 +29,7 @@ async fn commandstats(conn: &mut MultiplexedConnection) -> Counts {
 }
 
 fn diff(before: &Counts, after: &Counts) -> Counts {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()
 }
 
 fn user(id: UserId) -> UserRef {

@@ -66,3 +66,36 @@ async fn a_paused_node_is_swept_then_fenced_and_converges() {
     let node_keys: BTreeSet<String> = keys(&mut admin).await.into_iter().filter(|k| k.starts_with("node:")).collect();
     assert_eq!(node_keys, strings(&[&format!("node:{ia}"), &format!("node:{ib}")]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_command_connection_re_registers_without_a_flap() {
+    let server = RedisServer::start().await;
+    let mut admin = server.admin().await;
+    let soon = Duration::from_secs(5);
+    let mut a = Probe::join("a", node(&server, "a"), 0).await;
+    let mut b = Probe::join("b", node(&server, "b"), 0).await;
+    a.node.send(up(&[1, 2]));
+    b.node.send(up(&[2, 3]));
+    converge(&mut a, &[1, 2, 3], soon).await;
+    converge(&mut b, &[1, 2, 3], soon).await;
+    wait_until("both registered", soon, || a.node.incarnation().is_some() && b.node.incarnation().is_some()).await;
+    let (old_a, old_b) = (a.node.incarnation().unwrap(), b.node.incarnation().unwrap());
+
+    // Every command connection dies (not the subscribers, not this one).
+    let _: i64 = redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal"][..]).query_async(&mut admin).await.unwrap();
+    wait_until("both re-registered", soon, || {
+        a.node.incarnation().is_some_and(|i| i != old_a) && b.node.incarnation().is_some_and(|i| i != old_b)
+    })
+    .await;
+    // Users they still hold were counted by the new incarnations before the old ones went:
+    // nobody was shown Offline, nothing at all was announced.
+    a.quiet(config().grace * 2).await;
+    b.quiet(Duration::ZERO).await;
+    assert_eq!(a.online.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    let (ia, ib) = (a.node.incarnation().unwrap(), b.node.incarnation().unwrap());
+    assert_eq!(members(&mut admin, "roster:{r0}:nodes").await, strings(&[&ia, &ib]));
+    assert_eq!(members(&mut admin, "roster:{r0}:count").await, strings(&["1", "2", "3"]));
+    let count: i64 = redis::cmd("HGET").arg("roster:{r0}:count").arg("2").query_async(&mut admin).await.unwrap();
+    assert_eq!(count, 2, "user 2 is up on both nodes, counted once per node");
+    assert!(a.node.status().reconnects >= 1 && a.node.status().fenced == 0);
+}

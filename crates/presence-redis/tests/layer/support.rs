@@ -51,7 +51,8 @@ impl RedisServer {
     }
 
     async fn start_with(aof: bool) -> RedisServer {
-        let mut server = RedisServer { port: free_port(), dir: tempfile::tempdir().expect("temp dir"), aof, child: None };
+        let mut server =
+            RedisServer { port: free_port(), dir: tempfile::tempdir().expect("temp dir"), aof, child: None };
         server.restart().await;
         server
     }
