@@ -24,10 +24,14 @@ fn up(ids: &[UserId]) -> Vec<Change> {
     ids.iter().map(|&id| Change::Up(user(id))).collect()
 }
 
-async fn two_nodes(server: &RedisServer) -> (Probe<RedisLayer>, Probe<RedisLayer>) {
-    let a = Probe::join("a", node(server, "a"), 0).await;
+/// Nodes a and b (b on RESP3), both holding `ids` online (up on a).
+async fn two_nodes(server: &RedisServer, ids: &[UserId]) -> (Probe<RedisLayer>, Probe<RedisLayer>) {
+    let mut a = Probe::join("a", node(server, "a"), 0).await;
     let resp3 = node_at(&format!("{}/?protocol=resp3", server.url()), "b", config());
-    let b = Probe::join("b", resp3, 0).await;
+    let mut b = Probe::join("b", resp3, 0).await;
+    a.node.send(up(ids));
+    converge(&mut a, ids, SOON).await;
+    converge(&mut b, ids, SOON).await;
     (a, b)
 }
 
@@ -39,10 +43,7 @@ async fn resyncs_beyond(p: &Probe<RedisLayer>, n: u64) {
 async fn a_killed_subscriber_connection_resubscribes_and_resyncs() {
     let server = RedisServer::start().await;
     let mut admin = server.admin().await;
-    let (mut a, mut b) = two_nodes(&server).await;
-    a.node.send(up(&[1, 2]));
-    converge(&mut a, &[1, 2], SOON).await;
-    converge(&mut b, &[1, 2], SOON).await;
+    let (mut a, mut b) = two_nodes(&server, &[1, 2]).await;
 
     let killed: i64 = redis::cmd("CLIENT").arg(&["KILL", "TYPE", "pubsub"][..]).query_async(&mut admin).await.unwrap();
     assert_eq!(killed, 2, "both subscribers");
@@ -68,10 +69,7 @@ async fn publish(admin: &mut MultiplexedConnection, payload: &str) {
 async fn a_sequence_from_nowhere_and_a_lost_message_trigger_resyncs() {
     let server = RedisServer::start().await;
     let mut admin = server.admin().await;
-    let (mut a, mut b) = two_nodes(&server).await;
-    a.node.send(up(&[1]));
-    converge(&mut a, &[1], SOON).await;
-    converge(&mut b, &[1], SOON).await;
+    let (mut a, mut b) = two_nodes(&server, &[1]).await;
 
     // A bogus event far ahead: a gap, so a resync; the bogus user never shows.
     publish(&mut admin, "999999 on 77 ghost").await;
@@ -102,10 +100,7 @@ async fn a_sequence_from_nowhere_and_a_lost_message_trigger_resyncs() {
 async fn a_lost_last_message_is_noticed_through_the_heartbeat() {
     let server = RedisServer::start().await;
     let mut admin = server.admin().await;
-    let (mut a, mut b) = two_nodes(&server).await;
-    a.node.send(up(&[1]));
-    converge(&mut a, &[1], SOON).await;
-    converge(&mut b, &[1], SOON).await;
+    let (mut a, mut b) = two_nodes(&server, &[1]).await;
     let before = (a.node.status(), b.node.status());
 
     // The last event is lost and nothing follows: only the heartbeat's sequence shows it.
