@@ -303,3 +303,39 @@ impl Layer for RedisLayer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use presence::layer::LayerConfig;
+
+    use super::*;
+
+    fn config(url: &str, prefix: &str) -> RedisLayerConfig {
+        RedisLayerConfig {
+            url: url.into(),
+            key_prefix: prefix.into(),
+            node_name: "n".into(),
+            layer: LayerConfig::default(),
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_without_showing_the_password() {
+        for url in ["redis://:hunter2@", "http://:hunter2@h:1", "hunter2"] {
+            let Err(e) = RedisLayer::new(config(url, "roster")) else { panic!("{url} accepted") };
+            assert!(matches!(e, RedisLayerError::Url(_)), "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert!(matches!(RedisLayer::new(config("redis://h:1", "a{b}")), Err(RedisLayerError::Prefix(_))));
+    }
+
+    #[test]
+    fn a_new_node_does_no_io_and_is_not_ready() {
+        // No runtime, nothing listening: making the layer still works.
+        let layer = RedisLayer::new(config("redis://127.0.0.1:1", "roster")).expect("valid");
+        let status = layer.status();
+        assert!(!status.ready);
+        assert_eq!(status.reason.as_deref(), Some("not joined"));
+        assert!(matches!(layer.join(0), Err(LayerError::Unavailable(_))), "join needs a runtime");
+    }
+}

@@ -92,6 +92,16 @@ async fn subscribe(shared: &Shared) -> Result<PubSubStream, Fault> {
     }
 }
 
+/// What became of one message.
+enum Taken {
+    /// Delivered (or dropped as already known, or while lagging).
+    Next,
+    /// A gap in the sequence: a resync is due.
+    Gap,
+    /// The node's receiver is gone.
+    Closed,
+}
+
 enum End {
     Stop,
     /// The connection ended or went quiet: reconnect soon.
@@ -145,7 +155,11 @@ impl Subscription<'_> {
                             tracing::warn!("presence layer: an unreadable message on the channel; resyncing");
                             resync = true;
                         }
-                        Some((seq, event)) => resync = !self.event(seq, event),
+                        Some((seq, event)) => match self.event(seq, event) {
+                            Taken::Next => {}
+                            Taken::Gap => resync = true,
+                            Taken::Closed => return End::Stop,
+                        },
                     },
                 },
                 changed = self.heard.changed() => {
@@ -170,10 +184,10 @@ impl Subscription<'_> {
         }
     }
 
-    /// Takes one event; false if it shows a gap (a resync is due).
-    fn event(&mut self, seq: u64, event: Event) -> bool {
+    /// Takes one event.
+    fn event(&mut self, seq: u64, event: Event) -> Taken {
         if seq <= self.last {
-            return true; // already in the state a resync delivered
+            return Taken::Next; // already in the state a resync delivered
         }
         if seq != self.last + 1 {
             Stats::bump(&self.shared.stats.seq_gaps);
@@ -182,14 +196,14 @@ impl Subscription<'_> {
                 got = seq,
                 "presence layer: a gap in the cluster sequence; resyncing"
             );
-            return false;
+            return Taken::Gap;
         }
         self.last = seq;
         if self.behind.is_some_and(|(s, _)| seq >= s) {
             self.behind = None;
         }
         if self.lagged {
-            return true;
+            return Taken::Next;
         }
         match &event {
             Event::SignedUp(_) => self.shared.adjust_registered(1),
@@ -202,9 +216,9 @@ impl Subscription<'_> {
                 tracing::warn!("presence layer: this node's hub fell behind; it will be resynced");
                 self.lagged = true;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Taken::Closed,
         }
-        true
+        Taken::Next
     }
 
     /// Reads the state and delivers it. `None` when stopped or the receiver is gone, `Err` when

@@ -99,10 +99,12 @@ async fn connect(
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(shared.timings.response));
-    loop {
-        let attempt = shared.client.get_multiplexed_async_connection_with_config(&config);
-        match stop.run_until_cancelled(attempt).await? {
+    for attempt in 0u64.. {
+        let connecting = shared.client.get_multiplexed_async_connection_with_config(&config);
+        match stop.run_until_cancelled(connecting).await? {
             Ok(c) => return Some(c),
+            // Once per outage at warn, then quietly while it lasts.
+            Err(e) if attempt == 0 => tracing::warn!(addr = %shared.addr, "presence layer: redis unreachable: {e}"),
             Err(e) => tracing::debug!(addr = %shared.addr, "presence layer: redis unreachable: {e}"),
         }
         if finish.is_cancelled() {
@@ -110,6 +112,7 @@ async fn connect(
         }
         stop.run_until_cancelled(tokio::time::sleep(backoff.next())).await?;
     }
+    None
 }
 
 /// Registers a new incarnation, re-asserts the node's users under it, then withdraws the older
