@@ -133,10 +133,18 @@ impl Subscription<'_> {
         let mut resync = true;
         loop {
             if resync {
-                match self.resync(stop, delivered_once).await {
-                    Some(Ok(())) => resync = false,
-                    Some(Err(())) => return End::Retry,
-                    None => return End::Stop,
+                resync = false;
+                // The state goes out only when the hub has room for it; until then this is
+                // the lag path: keep reading the channel, resync once there is room.
+                let tx = self.tx;
+                match tx.try_reserve() {
+                    Ok(permit) => match self.resync(permit, stop, delivered_once).await {
+                        Some(Ok(())) => {}
+                        Some(Err(())) => return End::Retry,
+                        None => return End::Stop,
+                    },
+                    Err(mpsc::error::TrySendError::Full(())) => self.lagged = true,
+                    Err(mpsc::error::TrySendError::Closed(())) => return End::Stop,
                 }
             }
             if until.borrow_and_update().is_some_and(|f| self.last >= f) {
@@ -189,6 +197,11 @@ impl Subscription<'_> {
         if seq <= self.last {
             return Taken::Next; // already in the state a resync delivered
         }
+        if self.lagged {
+            // Dropped, gap or not: the resync that follows replaces it.
+            self.reached(seq);
+            return Taken::Next;
+        }
         if seq != self.last + 1 {
             Stats::bump(&self.shared.stats.seq_gaps);
             tracing::warn!(
@@ -198,13 +211,7 @@ impl Subscription<'_> {
             );
             return Taken::Gap;
         }
-        self.last = seq;
-        if self.behind.is_some_and(|(s, _)| seq >= s) {
-            self.behind = None;
-        }
-        if self.lagged {
-            return Taken::Next;
-        }
+        self.reached(seq);
         match &event {
             Event::SignedUp(_) => self.shared.adjust_registered(1),
             Event::Deleted(_) => self.shared.adjust_registered(-1),
@@ -221,13 +228,21 @@ impl Subscription<'_> {
         Taken::Next
     }
 
-    /// Reads the state and delivers it. `None` when stopped or the receiver is gone, `Err` when
-    /// the state could not be read.
-    async fn resync(&mut self, stop: &CancellationToken, delivered_once: &mut bool) -> Option<Result<(), ()>> {
-        let permit = tokio::select! {
-            () = stop.cancelled() => return None,
-            p = self.tx.reserve() => p.ok()?,
-        };
+    fn reached(&mut self, seq: u64) {
+        self.last = seq;
+        if self.behind.is_some_and(|(s, _)| seq >= s) {
+            self.behind = None;
+        }
+    }
+
+    /// Reads the state and delivers it through `permit`. `None` when stopped, `Err` when the
+    /// state could not be read.
+    async fn resync(
+        &mut self,
+        permit: mpsc::Permit<'_, Delivery>,
+        stop: &CancellationToken,
+        delivered_once: &mut bool,
+    ) -> Option<Result<(), ()>> {
         let mut live_rx = self.shared.live.subscribe();
         let live = loop {
             if let Some(live) = live_rx.borrow_and_update().clone() {
