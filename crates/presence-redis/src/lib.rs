@@ -140,9 +140,9 @@ struct Tasks {
 }
 
 impl RedisLayer {
-    /// A node of the cluster at `config.url`. Does no I/O: the node connects in the background
-    /// once it joins, and keeps trying while Redis is unreachable. Must be called within a
-    /// tokio runtime only by `join`'s caller (`new` itself spawns nothing).
+    /// A node of the cluster at `config.url`. Does no I/O and spawns nothing: the node connects
+    /// in the background once it joins (inside a tokio runtime), and keeps trying while Redis
+    /// is unreachable.
     pub fn new(config: RedisLayerConfig) -> Result<RedisLayer, RedisLayerError> {
         if !config::valid_prefix(&config.key_prefix) {
             return Err(RedisLayerError::Prefix(config.key_prefix));
