@@ -30,6 +30,13 @@ impl RedisServer {
         RedisServer::start_with(true)
     }
 
+    /// A server with a port of its own, not started yet: [`Self::restart`] starts it (for a
+    /// client that must come up before Redis does).
+    pub fn reserve() -> RedisServer {
+        let dir = tempfile::Builder::new().prefix("roster-redis-").tempdir().expect("temp dir for redis-server");
+        RedisServer { port: crate::free_port(), dir, persistent: false, child: None }
+    }
+
     fn start_with(persistent: bool) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("roster-redis-").tempdir().expect("temp dir for redis-server");
         let mut server = RedisServer { port: 0, dir, persistent, child: None };
