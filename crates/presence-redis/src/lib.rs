@@ -119,6 +119,9 @@ pub struct RedisLayer {
     root: CancellationToken,
     tracker: TaskTracker,
     phase: Mutex<Phase>,
+    /// The runtime the layer was made in, if any: its tasks run there, whatever runtime it
+    /// joins from (a server may join from a runtime without I/O, for its sockets).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 enum Phase {
@@ -141,8 +144,8 @@ struct Tasks {
 
 impl RedisLayer {
     /// A node of the cluster at `config.url`. Does no I/O and spawns nothing: the node connects
-    /// in the background once it joins (inside a tokio runtime), and keeps trying while Redis
-    /// is unreachable.
+    /// in the background once it joins, and keeps trying while Redis is unreachable. Its tasks
+    /// run on the tokio runtime this is called in (else on the one `join` is called in).
     pub fn new(config: RedisLayerConfig) -> Result<RedisLayer, RedisLayerError> {
         if !config::valid_prefix(&config.key_prefix) {
             return Err(RedisLayerError::Prefix(config.key_prefix));
@@ -156,6 +159,7 @@ impl RedisLayer {
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
             phase: Mutex::new(Phase::New),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -222,9 +226,9 @@ impl Layer for RedisLayer {
         if !matches!(*phase, Phase::New) {
             return Err(LayerError::AlreadyJoined);
         }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(LayerError::Unavailable("the redis layer must join within a tokio runtime".into()));
-        }
+        let Some(rt) = self.runtime.clone().or_else(|| tokio::runtime::Handle::try_current().ok()) else {
+            return Err(LayerError::Unavailable("the redis layer must be made or join within a tokio runtime".into()));
+        };
         self.shared.set_registered(Some(registered));
         let (tx, rx) = mpsc::channel(self.queue);
         let finish = CancellationToken::new();
@@ -232,10 +236,12 @@ impl Layer for RedisLayer {
         let (until, until_rx) = watch::channel(None);
         let shared = &self.shared;
         let tasks = Tasks {
-            writer: self.tracker.spawn(writer::run(shared.clone(), self.root.child_token(), finish.clone())),
-            upkeep: self.tracker.spawn(upkeep::run(shared.clone(), upkeep_stop.clone())),
+            writer: self.tracker.spawn_on(writer::run(shared.clone(), self.root.child_token(), finish.clone()), &rt),
+            upkeep: self.tracker.spawn_on(upkeep::run(shared.clone(), upkeep_stop.clone()), &rt),
             upkeep_stop,
-            subscriber: self.tracker.spawn(subscriber::run(shared.clone(), tx, self.root.child_token(), until_rx)),
+            subscriber: self
+                .tracker
+                .spawn_on(subscriber::run(shared.clone(), tx, self.root.child_token(), until_rx), &rt),
             finish,
             until,
         };

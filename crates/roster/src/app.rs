@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use presence::layer::{LayerConfig, MemoryCluster};
 use presence::{Hub, HubConfig, PresenceObserver, SessionKey, UserId};
+use presence_redis::{RedisLayer, RedisLayerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -100,13 +101,32 @@ impl Application {
             max_sockets_per_user: settings.max_sockets_per_user as usize,
             queue_capacity: settings.send_queue as usize,
         };
-        let layer_config = LayerConfig { grace: settings.presence_grace, ..LayerConfig::default() };
-        // The hub task runs beside the sockets it wakes (see `SocketRuntime`).
+        let layer_config =
+            LayerConfig { grace: settings.presence_grace, lease: settings.node_lease, ..LayerConfig::default() };
+        // The Redis layer is made here, so its tasks run on this (I/O) runtime; the hub task runs
+        // beside the sockets it wakes (see `SocketRuntime`).
+        let redis = match &settings.redis_url {
+            None => None,
+            Some(url) => {
+                tracing::info!(redis = %url, "presence shared through Redis (cluster mode)");
+                Some(RedisLayer::new(RedisLayerConfig {
+                    url: url.expose().to_owned(),
+                    key_prefix: settings.redis_key_prefix.clone(),
+                    node_name: settings.node_name.clone().unwrap_or_else(default_node_name),
+                    layer: layer_config.clone(),
+                })?)
+            }
+        };
         let sockets = SocketRuntime::new()?;
         let (hub, hub_task) = {
             let _on_socket_runtime = sockets.handle().enter();
-            let layer = MemoryCluster::new(layer_config).node();
-            Hub::start(hub_config, registered, layer, observer, shutdown.clone())?
+            match redis {
+                None => {
+                    let layer = MemoryCluster::new(layer_config).node();
+                    Hub::start(hub_config, registered, layer, observer, shutdown.clone())?
+                }
+                Some(layer) => Hub::start(hub_config, registered, layer, observer, shutdown.clone())?,
+            }
         };
 
         tasks.spawn(reconcile_accounts(
@@ -202,6 +222,13 @@ impl Application {
         drop(self.sockets);
         Ok(())
     }
+}
+
+/// The host name and the process id: a node's name unless `--node-name` gives one.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host = if host.is_empty() { "roster".to_owned() } else { host };
+    format!("{host}:{}", std::process::id())
 }
 
 /// How long a shutdown waits for socket tasks to send their close frames (a peer that stopped

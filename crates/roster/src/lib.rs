@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod redact;
 pub mod session_purge;
 pub mod settings;
 pub mod store;

@@ -165,6 +165,27 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_PRESENCE_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub presence_grace: Duration,
 
+    /// The cluster's Redis (`redis://[:password@]host:port[/db]`, or `rediss://` for TLS):
+    /// every node started with the same URL and the same PostgreSQL `--database-url` shares
+    /// presence through it. Without it, Roster runs as one node with an in-process layer.
+    #[arg(long, env = "ROSTER_REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<RedisUrl>,
+
+    /// With `--redis-url`: how long the other nodes keep the users of a node that stopped
+    /// answering (killed, paused, cut off) Online. The node renews it every third of that.
+    #[arg(long, env = "ROSTER_NODE_LEASE", default_value = "10s", value_parser = parse_positive_duration)]
+    pub node_lease: Duration,
+
+    /// With `--redis-url`: this node's name in logs and in Redis (default: the host name and
+    /// the process id).
+    #[arg(long, env = "ROSTER_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// With `--redis-url`: the prefix of Roster's keys in Redis (clusters sharing one Redis need
+    /// different prefixes).
+    #[arg(long, env = "ROSTER_REDIS_KEY_PREFIX", default_value = "roster")]
+    pub redis_key_prefix: String,
+
     /// How often presence changes are sent out: the first change after a quiet tick goes out at
     /// once; changes that arrive within a tick of the last batch wait for the next one. Under
     /// load a batch also waits (up to 10 ticks) until the sockets have taken the previous one.
@@ -322,25 +343,38 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Replaces the password of a URL like `postgres://user:secret@host/db` with `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
-        }
-        None => url.to_owned(),
+pub use crate::redact::redact_url;
+
+/// A Redis URL; `Debug` and `Display` hide its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL itself, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// `redis://...`, `rediss://...` or `redis+unix://...`.
+pub fn parse_redis_url(s: &str) -> Result<RedisUrl, String> {
+    let s = s.trim();
+    if ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|p| s.starts_with(p)) {
+        Ok(RedisUrl(s.to_owned()))
+    } else {
+        Err(format!("`{}` is not a Redis URL (redis://host:port, rediss://..., redis+unix:///path)", redact_url(s)))
     }
 }
 
@@ -361,14 +395,6 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_redacted() {
-        assert_eq!(redact_url("postgres://bob:hunter2@db:5432/roster"), "postgres://bob:***@db:5432/roster");
-        assert_eq!(redact_url("postgres://bob@db/roster"), "postgres://bob@db/roster");
-        assert_eq!(redact_url("sqlite://roster.db"), "sqlite://roster.db");
-        assert_eq!(redact_url("postgres://a:b@c@h/d?x=1"), "postgres://a:***@h/d?x=1");
-    }
-
-    #[test]
     fn no_subcommand_means_serve_with_defaults() {
         let cli = Cli::try_parse_from(["roster"]).expect("parses");
         assert!(cli.command.is_none());
@@ -376,6 +402,17 @@ mod tests {
         assert_eq!(cli.serve.presence_grace, Duration::from_secs(5));
         assert_eq!(cli.serve.page_size, 200);
         assert!(!format!("{:?}", cli.serve.db).contains("hunter2"));
+    }
+
+    #[test]
+    fn redis_urls_are_checked_and_never_shown_with_their_password() {
+        let cli = Cli::try_parse_from(["roster", "serve", "--redis-url", "redis://:hunter2@h:6379/0"]).expect("parses");
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve expected") };
+        assert_eq!(args.redis_url.as_ref().map(RedisUrl::expose), Some("redis://:hunter2@h:6379/0"));
+        assert!(!format!("{args:?}").contains("hunter2"));
+        assert!(!format!("{}", args.redis_url.expect("set")).contains("hunter2"));
+        let err = parse_redis_url("http://u:hunter2@h").unwrap_err();
+        assert!(err.contains("not a Redis URL") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -161,13 +161,14 @@ impl PgCluster {
         ))
     }
 
-    /// Stops the postmaster at once, as an outage would (`pg_ctl stop -m immediate`): connections
-    /// break. [`Self::restart`] brings it back on the same port with the same data.
+    /// Stops the postmaster as an outage would: every connection is cut (`pg_ctl stop -m fast`;
+    /// not `immediate`, which with this cluster's `fsync=off` would lose committed rows).
+    /// [`Self::restart`] brings it back on the same port with the same data.
     pub fn stop(&self) {
         let out = pg_command(self.as_postgres, &self.pg_ctl)
             .arg("-D")
             .arg(self.root.join("data"))
-            .args(["-w", "stop", "-m", "immediate"])
+            .args(["-w", "stop", "-m", "fast"])
             .stdin(Stdio::null())
             .process_group(0)
             .output()

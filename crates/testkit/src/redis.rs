@@ -124,6 +124,19 @@ impl RedisServer {
         }
     }
 
+    /// Starts a killed server again on the same port with no data, even if it keeps an
+    /// append-only file (which is deleted first): Redis lost everything.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for name in ["appendonlydir", "appendonly.aof", "dump.rdb"] {
+            let path = self.dir.path().join(name);
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+        if let Err(e) = self.spawn() {
+            panic!("could not restart redis-server on port {}: {e}", self.port);
+        }
+    }
+
     /// Runs one command; the reply flattened to text (simple strings, integers and bulk strings
     /// as themselves, arrays one element per line). Panics on an error reply.
     pub fn command(&self, args: &[&str]) -> String {
@@ -225,6 +238,11 @@ mod tests {
         kept.restart();
         assert_eq!(kept.command(&["GET", "k"]), "v", "the append-only file brings the data back");
         assert_eq!(kept.command(&["LRANGE", "l", "0", "-1"]), "a\nb");
+        kept.restart_empty();
+        assert_eq!(kept.command(&["EXISTS", "k"]), "0", "restart_empty loses everything");
+        kept.command(&["SET", "k", "w"]);
+        kept.restart();
+        assert_eq!(kept.command(&["GET", "k"]), "w", "and keeps what comes after");
         assert!(kept.command_calls("get") >= 1);
         assert!(kept.total_calls() >= 2);
     }

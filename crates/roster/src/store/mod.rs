@@ -81,7 +81,7 @@ impl Store {
                 // Every pooled connection would get its own empty database.
                 return Err(StoreError::UnsupportedUrl(format!(
                     "{}: in-memory SQLite is not supported, use a file (sqlite://roster.db)",
-                    error::redact_url(url)
+                    crate::redact::redact_url(url)
                 )));
             }
             let options = SqliteConnectOptions::from_str(url)?
@@ -98,7 +98,7 @@ impl Store {
         } else {
             Err(StoreError::UnsupportedUrl(format!(
                 "{}: expected sqlite://PATH, sqlite:///ABSOLUTE/PATH, postgres://… or postgresql://…",
-                error::redact_url(url)
+                crate::redact::redact_url(url)
             )))
         }
     }

@@ -1,5 +1,7 @@
 //! `/metrics` in the Prometheus text format: sockets open, users online, frames and batches
-//! sent, lagging clients (resynced or closed), the deepest send queue seen, HTTP latency.
+//! sent, lagging clients (resynced or closed), the deepest send queue seen, HTTP latency, and
+//! the presence layer's figures (ready, reconnects, resyncs, sequence gaps, sweeps, fencings;
+//! the Redis layer also records each script's round trip as `roster_layer_redis_seconds`).
 //!
 //! Hub figures are read from `Hub::stats()` at scrape time, so the hot path pays nothing for
 //! them; HTTP latency is a histogram recorded by the access log middleware, labelled only with
@@ -33,6 +35,12 @@ pub fn install() {
             .set_buckets_for_metric(
                 Matcher::Full("roster_http_request_duration_seconds".to_owned()),
                 &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+            )
+            .ok()?
+            // Recorded by the Redis layer around every script call.
+            .set_buckets_for_metric(
+                Matcher::Full("roster_layer_redis_seconds".to_owned()),
+                &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5],
             )
             .ok()?;
         match builder.install_recorder() {
@@ -97,6 +105,14 @@ pub async fn render(State(app): State<AppState>) -> impl IntoResponse {
     metrics::counter!("roster_lagging_closes_total").absolute(s.lagging_closes);
     metrics::gauge!("roster_send_queue_max_depth").set(s.max_queue_depth as f64);
     metrics::gauge!("roster_send_queue_capacity").set(s.queue_capacity as f64);
+    metrics::counter!("roster_cluster_resyncs_applied_total").absolute(s.cluster_resyncs);
+    let layer = app.hub.layer_status();
+    metrics::gauge!("roster_layer_ready").set(if layer.ready { 1.0 } else { 0.0 });
+    metrics::counter!("roster_layer_reconnects_total").absolute(layer.reconnects);
+    metrics::counter!("roster_layer_resyncs_total").absolute(layer.resyncs);
+    metrics::counter!("roster_layer_seq_gaps_total").absolute(layer.seq_gaps);
+    metrics::counter!("roster_layer_sweeps_total").absolute(layer.sweeps);
+    metrics::counter!("roster_layer_fenced_total").absolute(layer.fenced);
     let body = HANDLE.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

@@ -133,14 +133,29 @@ impl AppState {
     }
 }
 
-/// `/readyz`: 200 when the database answers, else 503 (the in-process layer is always ready).
+/// How long `/readyz` waits for the database before calling it unreachable.
+const READYZ_DATABASE_WAIT: Duration = Duration::from_secs(2);
+
+/// `/readyz`: 200 when the database answers and the presence layer is ready (the in-process
+/// one always is), else 503 naming what is not.
 async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Response {
-    match app.store.ping().await {
-        Ok(()) => "ready".into_response(),
-        Err(e) => {
+    let mut problems = Vec::new();
+    match tokio::time::timeout(READYZ_DATABASE_WAIT, app.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readyz: database unreachable");
-            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+            problems.push("database unreachable".to_owned());
         }
+        Err(_) => problems.push("database unreachable (no answer in time)".to_owned()),
+    }
+    let layer = app.hub.layer_status();
+    if !layer.ready {
+        problems.push(format!("presence layer not ready: {}", layer.reason.as_deref().unwrap_or("unknown")));
+    }
+    if problems.is_empty() {
+        "ready".into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, problems.join("; ")).into_response()
     }
 }
 

@@ -161,6 +161,26 @@ impl TestServer {
             .expect("metrics address")
     }
 
+    /// The server's process id.
+    #[allow(dead_code)] // the cluster tests use the process controls
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// Sends `signal` (e.g. `-KILL`, `-STOP`, `-CONT`) to the server's process.
+    #[allow(dead_code)]
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args([signal, &self.pid().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would, and waits for it to be gone.
+    #[allow(dead_code)]
+    pub async fn kill(mut self) {
+        self.signal("-KILL");
+        let _ = tokio::time::timeout(DEADLINE, self.child.wait()).await.expect("the killed server is gone");
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn stop(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {

@@ -14,26 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::helpers::*;
 use crate::ws_client::*;
 
-/// The next tutorial frame about `username`, skipping frames about other users.
-async fn next_about(ws: &mut Ws, username: &str) -> Value {
-    loop {
-        let frame = next_json(ws).await.expect("socket open");
-        if frame["username"] == username {
-            return frame;
-        }
-    }
-}
-
-/// The next tutorial frame, whoever it is about, skipping the watcher's own.
-async fn next_not_about(ws: &mut Ws, me: &str) -> Value {
-    loop {
-        let frame = next_json(ws).await.expect("socket open");
-        if frame["username"] != me {
-            return frame;
-        }
-    }
-}
-
 /// Waits (with a deadline) until `username`'s last_seen is in the store.
 async fn wait_for_last_seen(server: &TestServer, username: &str) {
     let store = server.store().await;

@@ -105,6 +105,26 @@ pub async fn close(mut ws: Ws) {
     while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, ws.next()).await {}
 }
 
+/// The next tutorial frame about `username`, skipping frames about other users.
+pub async fn next_about(ws: &mut Ws, username: &str) -> Value {
+    loop {
+        let frame = next_json(ws).await.expect("socket open");
+        if frame["username"] == username {
+            return frame;
+        }
+    }
+}
+
+/// The next tutorial frame, whoever it is about, skipping the watcher's own.
+pub async fn next_not_about(ws: &mut Ws, me: &str) -> Value {
+    loop {
+        let frame = next_json(ws).await.expect("socket open");
+        if frame["username"] != me {
+            return frame;
+        }
+    }
+}
+
 pub fn tutorial_frame(username: &str, online: bool) -> Value {
     serde_json::json!({ "username": username, "is_logged_in": online })
 }
