@@ -70,10 +70,11 @@
 //! resyncs, so every node ends with the exact state, including the changes made meanwhile.
 //!
 //! # Layout
-//! `config` (settings, timings, URL redaction), `keys`, `scripts` (+ `lua/`), `message`
+//! `announce` (account events from a process that is not a node: the CLI), `config` (settings, timings, URL redaction), `keys`, `scripts` (+ `lua/`), `message`
 //! (reading the channel), `outbox`, `backoff`, `shared` (what the tasks share), `writer`,
 //! `upkeep`, `subscriber`, and [`RedisLayer`] here.
 
+mod announce;
 mod backoff;
 mod config;
 mod keys;
@@ -96,6 +97,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use announce::{announce, AnnounceError};
 pub use config::{redact_url, RedisLayerConfig};
 
 use config::{Timings, BATCH, LEAVE_WAIT};

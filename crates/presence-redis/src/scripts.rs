@@ -42,6 +42,22 @@ pub(crate) struct AccountOp {
     pub b: Vec<u8>,
 }
 
+impl AccountOp {
+    /// `change` as the account script's op number `n`; `None` for a presence change.
+    pub(crate) fn of(n: u64, change: &presence::event::Change) -> Option<AccountOp> {
+        use presence::event::Change;
+        let id = |id: &i64| id.to_string().into_bytes();
+        let (kind, a, b) = match change {
+            Change::SignedUp(u) => ("signup", id(&u.id), u.username.as_bytes().to_vec()),
+            Change::Deleted(user) => ("del", id(user), Vec::new()),
+            Change::CloseUser(user) => ("user", id(user), Vec::new()),
+            Change::CloseSession(key) => ("sess", key.as_bytes().to_vec(), Vec::new()),
+            Change::Up(_) | Change::Down { .. } | Change::EndGrace(_) => return None,
+        };
+        Some(AccountOp { n, kind, a, b })
+    }
+}
+
 /// What a presence or retire call did.
 #[derive(Debug)]
 pub(crate) struct Applied {

@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use presence::event::Change;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio_util::sync::CancellationToken;
@@ -252,17 +251,9 @@ async fn presence(shared: &Shared, conn: &mut MultiplexedConnection, inc: &str, 
 async fn accounts(shared: &Shared, conn: &mut MultiplexedConnection, run: &[Item]) -> Result<(), Fault> {
     let ops: Vec<AccountOp> = run
         .iter()
-        .filter_map(|item| {
-            let Item::Account(n, change) = item else { return None };
-            let id = |id: &i64| id.to_string().into_bytes();
-            let (kind, a, b) = match change {
-                Change::SignedUp(u) => ("signup", id(&u.id), u.username.as_bytes().to_vec()),
-                Change::Deleted(user) => ("del", id(user), Vec::new()),
-                Change::CloseUser(user) => ("user", id(user), Vec::new()),
-                Change::CloseSession(key) => ("sess", key.as_bytes().to_vec(), Vec::new()),
-                Change::Up(_) | Change::Down { .. } | Change::EndGrace(_) => return None,
-            };
-            Some(AccountOp { n: *n, kind, a, b })
+        .filter_map(|item| match item {
+            Item::Account(n, change) => AccountOp::of(*n, change),
+            Item::User(..) => None,
         })
         .collect();
     shared.scripts.account(&shared.keys, conn, &shared.nonce, &ops).await

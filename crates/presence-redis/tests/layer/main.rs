@@ -2,6 +2,7 @@
 //! the conformance suite, the cost of one change, fencing, Redis outages, and an unreliable
 //! pub/sub.
 
+mod announce;
 mod batches;
 mod commands;
 mod conformance;
