@@ -11,6 +11,7 @@ pub mod hashing;
 pub mod log_in_limits;
 pub mod password;
 mod python_str;
+pub mod sessions;
 pub mod throttle;
 #[rustfmt::skip]
 mod unicode_tables;
