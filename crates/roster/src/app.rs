@@ -105,13 +105,13 @@ impl Application {
             LayerConfig { grace: settings.presence_grace, lease: settings.node_lease, ..LayerConfig::default() };
         // The Redis layer is made here, so its tasks run on this (I/O) runtime; the hub task runs
         // beside the sockets it wakes (see `SocketRuntime`).
-        let redis = match &settings.redis_url {
+        let redis = match &settings.cluster.redis_url {
             None => None,
             Some(url) => {
                 tracing::info!(redis = %url, "presence shared through Redis (cluster mode)");
                 Some(RedisLayer::new(RedisLayerConfig {
                     url: url.expose().to_owned(),
-                    key_prefix: settings.redis_key_prefix.clone(),
+                    key_prefix: settings.cluster.redis_key_prefix.clone(),
                     node_name: settings.node_name.clone().unwrap_or_else(default_node_name),
                     layer: layer_config.clone(),
                 })?)

@@ -11,11 +11,11 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{self, NewPassword, Username};
+use crate::accounts::{self, AccountError, Accounts, NewAccount, NewPassword, Reach, Username};
 use crate::app::Application;
 use crate::config::{Effective, Parsed};
-use crate::settings::{redact_url, Command, DbArgs, ServeArgs, UserCommand};
-use crate::store::{NewUser, Store, StoreError};
+use crate::settings::{redact_url, ClusterArgs, Command, DbArgs, ServeArgs, UserCommand};
+use crate::store::Store;
 
 pub async fn run(Parsed { cli, settings }: Parsed) -> anyhow::Result<()> {
     match cli.command {
@@ -89,27 +89,34 @@ async fn find(store: &Store, name: &str) -> anyhow::Result<crate::store::User> {
     }
 }
 
+/// The account operations of a user command: over the command's database, telling the cluster
+/// when given one (else servers notice within seconds).
+async fn accounts(db: &DbArgs, cluster: &ClusterArgs) -> anyhow::Result<Accounts> {
+    let reach = match &cluster.redis_url {
+        Some(url) => {
+            Reach::Cluster { redis_url: url.expose().to_owned(), key_prefix: cluster.redis_key_prefix.clone() }
+        }
+        None => Reach::Store,
+    };
+    Ok(Accounts::new(open(db).await?, reach))
+}
+
+/// Account errors as the CLI says them.
+fn said(e: AccountError) -> anyhow::Error {
+    match e {
+        AccountError::UsernameTaken => anyhow::anyhow!("{}", accounts::DUPLICATE_USERNAME_MESSAGE),
+        e => e.into(),
+    }
+}
+
 async fn user(cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
-        UserCommand::Create { username, staff, db } => {
+        UserCommand::Create { username, staff, db, cluster } => {
             let name = Username::parse(&username).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let store = open(&db).await?;
+            let accounts = accounts(&db, &cluster).await?;
             let password = read_new_password(name.as_str())?;
-            let hash = accounts::hash_password(password).await?;
-            let new = NewUser {
-                username: name.as_str(),
-                username_key: &name.key(),
-                password_hash: &hash,
-                is_staff: staff,
-                is_active: true,
-                date_joined: crate::now_ms(),
-                last_login: None,
-            };
-            match store.create_user(&new).await {
-                Ok(u) => println!("Created user {} (id {}){}.", u.username, u.id, if staff { ", staff" } else { "" }),
-                Err(StoreError::UsernameTaken) => bail!("{}", accounts::DUPLICATE_USERNAME_MESSAGE),
-                Err(e) => return Err(e.into()),
-            }
+            let u = accounts.sign_up(&name, password, staff).await.map_err(said)?;
+            println!("Created user {} (id {}){}.", u.username, u.id, if staff { ", staff" } else { "" });
         }
         UserCommand::List { db } => {
             let store = open(&db).await?;
@@ -136,36 +143,35 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        UserCommand::SetPassword { username, db } => {
-            let store = open(&db).await?;
-            let user = find(&store, &username).await?;
+        UserCommand::SetPassword { username, db, cluster } => {
+            let accounts = accounts(&db, &cluster).await?;
+            let user = find(accounts.store(), &username).await?;
             let password = read_new_password(&user.username)?;
-            let hash = accounts::hash_password(password).await?;
-            store.set_password_hash(user.id, &hash).await?;
-            let ended = store.delete_user_sessions(user.id).await?;
-            println!("Password changed for {}; {} session(s) logged out.", user.username, ended.len());
+            let ended = accounts.set_password(&user, password).await.map_err(said)?;
+            println!("Password changed for {}; {ended} session(s) logged out.", user.username);
         }
-        UserCommand::Deactivate { username, db } => {
-            let store = open(&db).await?;
-            let user = find(&store, &username).await?;
-            store.set_active(user.id, false).await?;
-            let ended = store.delete_user_sessions(user.id).await?;
-            println!("Deactivated {}; {} session(s) logged out.", user.username, ended.len());
+        UserCommand::Deactivate { username, db, cluster } => {
+            let accounts = accounts(&db, &cluster).await?;
+            let user = find(accounts.store(), &username).await?;
+            let ended = accounts.set_active(user.id, false).await.map_err(said)?;
+            println!("Deactivated {}; {ended} session(s) logged out.", user.username);
         }
-        UserCommand::Activate { username, db } => {
-            let store = open(&db).await?;
-            let user = find(&store, &username).await?;
-            store.set_active(user.id, true).await?;
+        UserCommand::Activate { username, db, cluster } => {
+            let accounts = accounts(&db, &cluster).await?;
+            let user = find(accounts.store(), &username).await?;
+            accounts.set_active(user.id, true).await.map_err(said)?;
             println!("Activated {}.", user.username);
         }
-        UserCommand::Delete { username, db } => {
-            let store = open(&db).await?;
-            let user = find(&store, &username).await?;
-            store.delete_user(user.id).await?;
+        UserCommand::Delete { username, db, cluster } => {
+            let accounts = accounts(&db, &cluster).await?;
+            let user = find(accounts.store(), &username).await?;
+            accounts.delete(user.id).await.map_err(said)?;
             println!("Deleted user {} (id {}) and their sessions.", user.username, user.id);
         }
         UserCommand::ImportDjango { file, db } => {
-            let store = open(&db).await?;
+            // Not announced account by account: the servers' reconcilers count the new accounts
+            // within seconds (an import may hold 100,000 of them).
+            let accounts = Accounts::new(open(&db).await?, Reach::Store);
             let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let accounts::Imported { users, errors } =
                 accounts::import_csv(&data[..]).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -174,18 +180,17 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             }
             let (mut created, mut taken) = (0, 0);
             for u in users {
-                let new = NewUser {
-                    username: u.username.as_str(),
-                    username_key: &u.username.key(),
+                let account = NewAccount {
+                    username: &u.username,
                     password_hash: &u.password_hash,
                     is_staff: u.is_staff,
                     is_active: u.is_active,
                     date_joined: u.date_joined_ms,
                     last_login: u.last_login_ms,
                 };
-                match store.create_user(&new).await {
+                match accounts.create(&account).await {
                     Ok(_) => created += 1,
-                    Err(StoreError::UsernameTaken) => {
+                    Err(AccountError::UsernameTaken) => {
                         taken += 1;
                         eprintln!("skipped: {}: {}", u.username.as_str(), accounts::DUPLICATE_USERNAME_MESSAGE);
                     }

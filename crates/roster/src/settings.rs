@@ -97,6 +97,8 @@ pub enum UserCommand {
         staff: bool,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// List users, oldest first.
     List {
@@ -108,24 +110,32 @@ pub enum UserCommand {
         username: String,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Deactivate a user: they cannot log in, their sessions end and their open pages are closed.
     Deactivate {
         username: String,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Reactivate a deactivated user.
     Activate {
         username: String,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Delete a user and all their sessions.
     Delete {
         username: String,
         #[command(flatten)]
         db: DbArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Import users from a CSV export of Django's `auth_user` table (keeps their pbkdf2_sha256 hashes;
     /// each is upgraded to Argon2id at the user's next log in).
@@ -135,6 +145,23 @@ pub enum UserCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// The cluster a node belongs to, or that a user command tells of its changes.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// The cluster's Redis (`redis://[:password@]host:port[/db]`, or `rediss://` for TLS):
+    /// every node started with the same URL and the same PostgreSQL `--database-url` shares
+    /// presence through it, and a `roster user` command given it tells every node of its change
+    /// at once. Without it, Roster serves as one node with an in-process layer (and servers
+    /// notice a user command's change within seconds).
+    #[arg(long, env = "ROSTER_REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<RedisUrl>,
+
+    /// With `--redis-url`: the prefix of Roster's keys in Redis (clusters sharing one Redis need
+    /// different prefixes).
+    #[arg(long, env = "ROSTER_REDIS_KEY_PREFIX", default_value = "roster")]
+    pub redis_key_prefix: String,
 }
 
 /// Where the data lives.
@@ -165,11 +192,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_PRESENCE_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub presence_grace: Duration,
 
-    /// The cluster's Redis (`redis://[:password@]host:port[/db]`, or `rediss://` for TLS):
-    /// every node started with the same URL and the same PostgreSQL `--database-url` shares
-    /// presence through it. Without it, Roster runs as one node with an in-process layer.
-    #[arg(long, env = "ROSTER_REDIS_URL", value_parser = parse_redis_url)]
-    pub redis_url: Option<RedisUrl>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 
     /// With `--redis-url`: how long the other nodes keep the users of a node that stopped
     /// answering (killed, paused, cut off) Online. The node renews it every third of that.
@@ -180,11 +204,6 @@ pub struct ServeArgs {
     /// the process id).
     #[arg(long, env = "ROSTER_NODE_NAME")]
     pub node_name: Option<String>,
-
-    /// With `--redis-url`: the prefix of Roster's keys in Redis (clusters sharing one Redis need
-    /// different prefixes).
-    #[arg(long, env = "ROSTER_REDIS_KEY_PREFIX", default_value = "roster")]
-    pub redis_key_prefix: String,
 
     /// How often presence changes are sent out: the first change after a quiet tick goes out at
     /// once; changes that arrive within a tick of the last batch wait for the next one. Under
@@ -408,9 +427,9 @@ mod tests {
     fn redis_urls_are_checked_and_never_shown_with_their_password() {
         let cli = Cli::try_parse_from(["roster", "serve", "--redis-url", "redis://:hunter2@h:6379/0"]).expect("parses");
         let Some(Command::Serve(args)) = cli.command else { panic!("serve expected") };
-        assert_eq!(args.redis_url.as_ref().map(RedisUrl::expose), Some("redis://:hunter2@h:6379/0"));
+        assert_eq!(args.cluster.redis_url.as_ref().map(RedisUrl::expose), Some("redis://:hunter2@h:6379/0"));
         assert!(!format!("{args:?}").contains("hunter2"));
-        assert!(!format!("{}", args.redis_url.expect("set")).contains("hunter2"));
+        assert!(!format!("{}", args.cluster.redis_url.expect("set")).contains("hunter2"));
         let err = parse_redis_url("http://u:hunter2@h").unwrap_err();
         assert!(err.contains("not a Redis URL") && !err.contains("hunter2"), "{err}");
     }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::accounts::{Accounts, Reach};
 use crate::accounts::{LogInLimitSettings, LogInLimits, RetryAfter, Throttle};
 use crate::settings::ServeArgs;
 use crate::store::Store;
@@ -49,6 +50,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub store: Store,
     pub hub: Hub,
+    /// The account operations (sign up ... delete), reaching this node's hub and cache.
+    pub accounts: Accounts,
     pub page_size: u32,
     pub session_ttl: Duration,
     pub cookies: CookieOptions,
@@ -93,6 +96,7 @@ impl AppState {
         tasks: TaskTracker,
     ) -> AppState {
         AppState(Arc::new(Shared {
+            accounts: Accounts::new(store.clone(), Reach::Server { hub: hub.clone(), sessions: sessions.clone() }),
             tasks,
             sessions,
             sockets,

@@ -17,11 +17,11 @@ use super::client::ClientAddr;
 use super::csrf::CsrfToken;
 use super::error::AppError;
 use super::form::Form;
-use super::session::{clear_session_cookie, new_session_id, safe_next, session_cookie, MaybeUser, RequireUser};
+use super::session::{clear_session_cookie, safe_next, session_cookie, MaybeUser, RequireUser};
 use super::templates::{render, Frame, ListEntry, LogInPage, LogOutPage, SignUpPage, UserListPage};
 use super::AppState;
-use crate::accounts::{self, Admission, NewPassword, Username, Verification};
-use crate::store::{ListQuery, NewUser, StoreError};
+use crate::accounts::{self, AccountError, Admission, LogIn, NewPassword, Username};
+use crate::store::ListQuery;
 
 const REQUIRED: &str = "This field is required.";
 const INVALID_LOGIN: &str =
@@ -111,24 +111,12 @@ pub async fn sign_up(
         return Ok(render(&page).into_response());
     };
 
-    let hash = accounts::hash_password(password).await.map_err(|e| AppError::Internal(e.to_string()))?;
-    let new = NewUser {
-        username: username.as_str(),
-        username_key: &username.key(),
-        password_hash: &hash,
-        is_staff: false,
-        is_active: true,
-        date_joined: crate::now_ms(),
-        last_login: None,
-    };
-    match app.store.create_user(&new).await {
-        Ok(created) => {
+    match app.accounts.sign_up(&username, password, false).await {
+        Ok(_) => {
             app.sign_ups.record_failure(&address, Instant::now());
-            tracing::info!(user_id = created.id, "signed up");
-            app.hub.signed_up(UserRef { id: created.id, username: created.username.into() });
             Ok(super::found("/log_in/"))
         }
-        Err(StoreError::UsernameTaken) => {
+        Err(AccountError::UsernameTaken) => {
             let page = SignUpPage {
                 frame: frame(&user, &csrf),
                 username: raw_username,
@@ -189,20 +177,9 @@ pub async fn log_in(
         }
     }
 
-    let account = match &account_key {
-        Some(key) => app.store.user_by_key(key).await?,
-        None => None,
-    };
-    let verdict = match &account {
-        Some(u) => accounts::verify_password(password.to_owned(), u.password_hash.clone()).await,
-        None => {
-            accounts::dummy_verify().await;
-            Verification::Invalid
-        }
-    };
-    let (account, needs_rehash) = match (account, verdict) {
-        (Some(u), Verification::Valid { needs_rehash }) if u.is_active => (u, needs_rehash),
-        _ => {
+    let account = match app.accounts.check_log_in(account_key.as_deref(), password).await? {
+        LogIn::Valid(account) => account,
+        LogIn::Invalid => {
             if app.log_in_limits.failed(account_key.as_deref(), client.ip, Instant::now()) {
                 tracing::warn!(client = %client.ip, "failed log-ins on one account passed --login-account-limit; \
                     repeat attempts on it are slowed");
@@ -213,28 +190,10 @@ pub async fn log_in(
     };
     app.log_in_limits.succeeded(&account.username_key, client.ip);
 
-    if needs_rehash {
-        match accounts::rehash_password(password.to_owned()).await {
-            Ok(hash) => {
-                app.store.set_password_hash(account.id, &hash).await?;
-                tracing::info!(user_id = account.id, "password hash upgraded to Argon2id");
-            }
-            Err(e) => tracing::warn!(user_id = account.id, error = %e, "could not upgrade password hash"),
-        }
-    }
-
-    // A new session id at every log in; the old session (if any) is gone.
-    if let Some(old) = &user.0 {
-        app.sessions.forget(&old.session_hash);
-        app.store.delete_session(&old.session_hash).await?;
-        app.hub.close_session(&presence::SessionKey::from(old.session_hash.as_str()), old.user.id);
-    }
-    let (session_id, session_hash) = new_session_id();
-    let now_ms = crate::now_ms();
+    let previous = user.0.as_ref().map(|old| (old.session_hash.as_str(), old.user.id));
     let ttl_ms = i64::try_from(app.session_ttl.as_millis()).unwrap_or(i64::MAX);
-    app.store.create_session(&session_hash, account.id, now_ms, now_ms.saturating_add(ttl_ms)).await?;
-    app.store.record_login(account.id, now_ms).await?;
-    tracing::info!(user_id = account.id, "logged in");
+    let session = app.accounts.log_in(&account, previous, ttl_ms).await?;
+    let session_id = session.id;
 
     let mut headers = HeaderMap::new();
     headers.append(header::SET_COOKIE, session_cookie(&session_id, app.session_ttl.as_secs(), app.cookies));
@@ -251,10 +210,7 @@ pub async fn log_out_form(user: MaybeUser, Extension(csrf): Extension<CsrfToken>
 #[tracing::instrument(skip_all)]
 pub async fn log_out(State(app): State<AppState>, user: MaybeUser) -> Result<Response, AppError> {
     if let Some(current) = user.0 {
-        app.sessions.forget(&current.session_hash);
-        app.store.delete_session(&current.session_hash).await?;
-        app.hub.close_session(&presence::SessionKey::from(current.session_hash.as_str()), current.user.id);
-        tracing::info!(user_id = current.user.id, "logged out");
+        app.accounts.log_out(&current.session_hash, current.user.id).await?;
     }
     let mut headers = HeaderMap::new();
     headers.append(header::SET_COOKIE, clear_session_cookie(app.cookies));

@@ -183,3 +183,44 @@ async fn sigterm_hands_a_nodes_users_to_the_grace_and_leaves_redis() {
     assert_eq!(cluster.leases(), 1, "the stopped node left Redis");
     assert_eq!(cluster.redis_keys(":node:").len(), 1);
 }
+
+#[tokio::test]
+async fn user_commands_given_the_cluster_reach_every_node_at_once() {
+    let cluster = Cluster::new(RedisServer::start(), &flags()).await;
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let alice = person(&a, "alice").await;
+    let (mut v1, mut view) = watcher(&a, &alice).await;
+    let bob = person(&a, "bob").await;
+    let carol = person(&b, "carol").await;
+    let mut bob_a = open(&a, Some(&bob), TUTORIAL).await.expect("bob on A");
+    let mut bob_b = open(&b, Some(&bob), TUTORIAL).await.expect("bob on B");
+    let mut carol_b = open(&b, Some(&carol), TUTORIAL).await.expect("carol on B");
+    view_until(&mut v1, &mut view, &names(&["alice", "bob", "carol"])).await;
+    let redis = cluster.redis.url();
+
+    let started = tokio::time::Instant::now();
+    let new_password = format!("{}-new\n", crate::helpers::GOOD_PASSWORD);
+    let out = crate::helpers::run_cli(
+        &cluster.db_url,
+        &["user", "set-password", "bob", "--redis-url", &redis],
+        &new_password,
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(close_code(&mut bob_a).await, Some(4001));
+    assert_eq!(close_code(&mut bob_b).await, Some(4001));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "within a second, not the 2 s reconciler: {:?}",
+        started.elapsed()
+    );
+
+    let started = tokio::time::Instant::now();
+    let out =
+        crate::helpers::run_cli(&cluster.db_url, &["user", "deactivate", "carol", "--redis-url", &redis], "").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(close_code(&mut carol_b).await, Some(1008));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    view_until(&mut v1, &mut view, &names(&["alice"])).await;
+    assert_eq!(open(&b, Some(&carol), TUTORIAL).await.err(), Some(403));
+}
