@@ -354,6 +354,35 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
 }
 
 #[tokio::test]
+async fn a_stop_saves_the_last_seen_of_everyone_it_takes_offline() {
+    // The database outlives the server: the test keeps its directory.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = format!("sqlite://{}", dir.path().join("kept.db").display());
+    let server = TestServer::start_on(
+        tempfile::tempdir().expect("tmp"),
+        db_url.clone(),
+        "127.0.0.1:0",
+        &["--presence-grace", "120s"],
+    )
+    .await;
+    let alice = user_browser(&server, "alice").await;
+    let bob = user_browser(&server, "bob").await;
+    let mut a = open(&server, Some(&alice), V1).await.expect("alice");
+    let _b = open(&server, Some(&bob), TUTORIAL).await.expect("bob");
+    let mut view = View::default();
+    view.until(&mut a, "both online", |v| v.online_names().len() == 2).await;
+    let before = now_ms();
+    assert!(server.stop().await.success());
+    // With a 120 s grace nobody went offline by the grace: the stop took them offline, and
+    // saved when (the writer outlives the hub).
+    let store = roster::store::Store::connect(&db_url).await.expect("the kept database");
+    for name in ["alice", "bob"] {
+        let seen = store.user_by_key(name).await.expect("query").expect("user").last_seen;
+        assert!(seen.is_some_and(|t| t >= before), "{name}'s last_seen saved at the stop: {seen:?}");
+    }
+}
+
+#[tokio::test]
 async fn deactivating_or_deleting_a_user_closes_their_sockets() {
     let server = TestServer::start_with(&["--presence-grace", "120s"]).await;
     let alice = user_browser(&server, "alice").await;
