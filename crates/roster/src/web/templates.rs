@@ -22,6 +22,8 @@ pub fn render<T: Template>(t: &T) -> Html<String> {
 /// What every page's frame needs.
 pub struct Frame<'a> {
     pub user: Option<&'a str>,
+    /// The user is staff: the header links to `/admin/`.
+    pub staff: bool,
     pub csrf: String,
 }
 
@@ -101,3 +103,4 @@ pub struct UserListPage<'a> {
     pub prev_url: Option<String>,
     pub next_url: Option<String>,
 }
+
