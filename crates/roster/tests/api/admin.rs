@@ -28,7 +28,11 @@ struct Scene {
 }
 
 async fn scene() -> Scene {
-    let server = TestServer::start().await;
+    scene_with(&[]).await
+}
+
+async fn scene_with(flags: &[&str]) -> Scene {
+    let server = TestServer::start_with(flags).await;
     let root = staff_browser(&server, "root").await;
     let bob = user_browser(&server, "bob").await;
     let bob_id = user_id(&server, "bob").await;
@@ -425,4 +429,33 @@ async fn the_list_pages_by_username_searches_by_prefix_and_shows_presence() {
         let r = root.client.get(server.url(&path)).send().await.expect("GET");
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
     }
+}
+
+/// With `--log-format json`, an action's audit line is one object of target `roster::audit`
+/// saying who, what and whom, with no password in it.
+#[tokio::test]
+async fn the_audit_line_in_json_says_who_what_and_whom() {
+    const NEW_PASSWORD: &str = "json-Audit-staple-6";
+    let Scene { server, root, bob_id, .. } = scene_with(&["--log-format", "json"]).await;
+    let fields = [("password1", NEW_PASSWORD), ("password2", NEW_PASSWORD)];
+    assert_eq!(act_with(&server, &root, "bob", "set-password", &fields).await.status(), StatusCode::FOUND);
+    server.wait_for_log(r#""target":"roster::audit""#).await;
+
+    let logs = server.logs();
+    let audit: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "roster::audit")
+        .collect();
+    assert_eq!(audit.len(), 1, "one line per action: {audit:?}");
+    let line = &audit[0];
+    let root_id = user_id(&server, "root").await;
+    let expected = serde_json::json!({
+        "level": "INFO", "message": "admin action", "action": "set-password",
+        "staff": "root", "staff_id": root_id, "user": "bob", "user_id": bob_id,
+    });
+    for (key, value) in expected.as_object().expect("an object") {
+        assert_eq!(&line[key], value, "{key} in {line}");
+    }
+    assert!(!logs.contains(NEW_PASSWORD) && !logs.contains(GOOD_PASSWORD), "no password in the logs");
 }
