@@ -329,6 +329,11 @@ async fn a_staff_member_cannot_demote_deactivate_or_delete_themselves() {
         assert!(body(r).await.contains(message), "{action}");
         assert!(!server.logs().contains(&format!("action={action} ")), "no audit line for a refused {action}");
     }
+    server
+        .wait_for_log(&format!(
+            "admin action refused staff_id={root_id} reason=\"You cannot delete your own account.\""
+        ))
+        .await;
     let stored = server.store().await.user_by_id(root_id).await.expect("query").expect("root still exists");
     assert!(stored.is_active && stored.is_staff, "nothing changed");
     assert!(get_html(&server, &root, "/admin/").await.contains("<h1>Accounts</h1>"), "still staff, still in");
