@@ -215,6 +215,31 @@ fn list_url(q: &str, bound: Option<(&str, &str)>) -> String {
     url
 }
 
+/// Cuts `users` (read from `from` with a limit of `size + 1`) to the page and links its
+/// neighbours: the extra row, when there is one, only shows that there is more that way.
+fn page_of(users: &mut Vec<User>, from: KeyBound<'_>, size: u64, q: &str) -> KeysetPager {
+    let more = users.len() as u64 > size;
+    if more {
+        match from {
+            KeyBound::Before(_) => drop(users.remove(0)),
+            _ => users.truncate(users.len() - 1),
+        }
+    }
+    let (has_prev, has_next) = match from {
+        KeyBound::Start => (false, more),
+        KeyBound::After(_) => (true, more),
+        KeyBound::Before(_) => (more, true),
+    };
+    KeysetPager {
+        // An empty page after a key (its accounts deleted meanwhile) links back to the start.
+        prev: has_prev.then(|| match users.first() {
+            Some(first) => list_url(q, Some(("before", &first.username_key))),
+            None => list_url(q, None),
+        }),
+        next: has_next.then(|| users.last().map(|last| list_url(q, Some(("after", &last.username_key))))).flatten(),
+    }
+}
+
 /// `GET /admin/`: one page of the accounts in username order, with their presence.
 pub async fn users(
     State(app): State<AppState>,
@@ -227,27 +252,7 @@ pub async fn users(
     let prefix = (!q.is_empty()).then(|| accounts::username_key(q));
     let size = u64::from(app.page_size);
     let mut users = app.store.users_by_key_page(&KeyPage { prefix: prefix.as_deref(), from, limit: size + 1 }).await?;
-    let more = users.len() as u64 > size;
-    if more {
-        // The extra row shows there is more in the direction read: it is not shown.
-        match from {
-            KeyBound::Before(_) => {
-                users.remove(0);
-            }
-            _ => users.truncate(users.len() - 1),
-        }
-    }
-    let (has_prev, has_next) = match from {
-        KeyBound::Start => (false, more),
-        KeyBound::After(_) => (true, more),
-        KeyBound::Before(_) => (more, true),
-    };
-    let prev_url = has_prev.then(|| match users.first() {
-        Some(first) => list_url(q, Some(("before", &first.username_key))),
-        None => list_url(q, None),
-    });
-    let next_url =
-        has_next.then(|| users.last().map(|last| list_url(q, Some(("after", &last.username_key))))).flatten();
+    let pager = page_of(&mut users, from, size, q);
     let rows = users
         .iter()
         .map(|u| AdminRow {
@@ -273,7 +278,7 @@ pub async fn users(
         q,
         rows,
         counts: (app.hub.online_count(), app.hub.registered_count()),
-        pager: KeysetPager { prev: prev_url, next: next_url },
+        pager,
     };
     let mut response = render(&page).into_response();
     if cookie_value(&headers, NOTICE_COOKIE).is_some() {
@@ -347,7 +352,7 @@ pub async fn confirm(
 /// audit line, and goes back to the list with a notice. A refused action (on oneself) is a 403
 /// that says why; an invalid new password shows the form again with its errors. Neither
 /// changes anything.
-#[tracing::instrument(skip_all, fields(action = %action_slug))]
+#[tracing::instrument(skip_all)]
 pub async fn act(
     State(app): State<AppState>,
     StaffUser(me): StaffUser,
@@ -458,6 +463,34 @@ mod tests {
         for bad in ["", "deactivate", "nuke.bob", "delete.", "delete.%3Cscript%3E", "delete.%ff"] {
             assert_eq!(read_notice(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pages_drop_the_extra_row_on_the_side_read() {
+        let read = |names: &[&str]| names.iter().enumerate().map(|(i, n)| user(i as i64, n, true, false)).collect();
+        let names = |users: &[User]| users.iter().map(|u| u.username.clone()).collect::<Vec<_>>();
+        let mut users: Vec<User> = read(&["a", "b", "c"]);
+        let pager = page_of(&mut users, KeyBound::Start, 2, "");
+        assert_eq!(
+            (names(&users), pager.prev, pager.next.as_deref()),
+            (vec!["a".into(), "b".into()], None, Some("/admin/?after=b"))
+        );
+        let mut users: Vec<User> = read(&["a", "b", "c"]);
+        let pager = page_of(&mut users, KeyBound::Before("d"), 2, "x");
+        assert_eq!(names(&users), ["b", "c"]);
+        assert_eq!(
+            (pager.prev.as_deref(), pager.next.as_deref()),
+            (Some("/admin/?q=x&before=b"), Some("/admin/?q=x&after=c"))
+        );
+        let mut users: Vec<User> = read(&["c"]);
+        let pager = page_of(&mut users, KeyBound::After("b"), 2, "");
+        assert_eq!(
+            (names(&users), pager.prev.as_deref(), pager.next),
+            (vec!["c".into()], Some("/admin/?before=c"), None)
+        );
+        let mut users: Vec<User> = Vec::new();
+        let pager = page_of(&mut users, KeyBound::After("z"), 2, "");
+        assert_eq!((pager.prev.as_deref(), pager.next), (Some("/admin/"), None), "an empty page links to the start");
     }
 
     #[test]
