@@ -244,7 +244,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROSTER_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Users per page of the user list (`?page=N`).
+    /// Users per page of the user list (`?page=N`) and of the admin pages (`/admin/`).
     #[arg(long, env = "ROSTER_PAGE_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size: u32,
 

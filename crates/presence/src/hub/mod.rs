@@ -373,6 +373,11 @@ impl Hub {
         core.registry.has(id) || core.replica.is_online(id)
     }
 
+    /// How many sockets `user` has open on this node (the admin pages show it). O(1).
+    pub fn sockets_of(&self, user: UserId) -> usize {
+        lock(&self.inner.core).registry.sockets_of(user)
+    }
+
     /// Users online as of the last flushed batch (at most one tick old, the same set the
     /// roster.v1 snapshot has), sorted by lowercase username, then id. Built once per batch and
     /// shared: a call costs O(1) between batches, O(online) once after one.

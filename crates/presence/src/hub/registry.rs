@@ -195,6 +195,11 @@ impl Registry {
         self.users.contains_key(&user)
     }
 
+    /// How many sockets `user` has open here. O(1).
+    pub(super) fn sockets_of(&self, user: UserId) -> usize {
+        self.users.get(&user).map_or(0, Vec::len)
+    }
+
     pub(super) fn sockets_open(&self) -> usize {
         self.sockets_open
     }
@@ -250,6 +255,22 @@ mod tests {
         assert_eq!(r.next_expiry(), None);
         assert_eq!(r.add(u, session("x", Some(10)), 3, shared(), 10), Err(ConnectError::SessionExpired));
         assert_eq!(r.sockets_open(), 0);
+    }
+
+    #[test]
+    fn sockets_of_counts_one_users_sockets_here() {
+        let mut r = Registry::new(4);
+        let (a, b) = (UserRef::new(1, "a"), UserRef::new(2, "b"));
+        assert_eq!(r.sockets_of(1), 0);
+        r.add(a.clone(), session("s", None), 1, shared(), 0).unwrap();
+        r.add(a.clone(), session("t", None), 2, shared(), 0).unwrap();
+        r.add(b, session("u", None), 3, shared(), 0).unwrap();
+        assert_eq!((r.sockets_of(1), r.sockets_of(2), r.sockets_of(3)), (2, 1, 0));
+        r.remove(1, 1, 5);
+        assert_eq!(r.sockets_of(1), 1);
+        r.close_session(&SessionKey::from("t"), 4001, 6);
+        assert_eq!(r.sockets_of(1), 0, "closed by the hub: gone at once");
+        assert_eq!(r.sockets_of(2), 1);
     }
 
     #[test]

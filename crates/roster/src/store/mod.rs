@@ -7,15 +7,16 @@
 //! PostgreSQL and a JSON array (`json_each`) on SQLite.
 //!
 //! Nothing here is O(all accounts) per request: lookups go through primary keys or unique
-//! indexes, and the user list walks `users_last_seen_idx` (see [`Store::list_users`]).
+//! indexes, the user list walks `users_last_seen_idx` (see [`Store::list_users`]) and the admin
+//! pages walk the `username_key` index (see [`Store::users_by_key_page`]).
 //!
 //! This module knows nothing of HTTP, password hashing or username rules: callers pass the
 //! normalised `username_key` and an already computed password hash.
 //!
 //! # Layout
 //! - `error.rs`: [`StoreError`], URL redaction.
-//! - `model.rs`: [`User`], [`NewUser`], [`ListQuery`].
-//! - `users.rs`: accounts, last seen, the user list.
+//! - `model.rs`: [`User`], [`NewUser`], [`ListQuery`], [`KeyPage`].
+//! - `users.rs`: accounts, last seen, the user list, the admin pages' keyset pages.
 //! - `sessions.rs`: server-side sessions keyed by the hash of the cookie value.
 //! - `backup.rs`: a consistent copy of a live SQLite database in a new file.
 //! - `copy.rs`: users and sessions copied into PostgreSQL (ids kept, resumable).
@@ -36,7 +37,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use copy::{Copied, CopyError};
 pub use error::StoreError;
-pub use model::{ListQuery, ListedUser, NewUser, User};
+pub use model::{KeyBound, KeyPage, ListQuery, ListedUser, NewUser, User};
 
 /// Runs `$body` with `$pool` bound to the SQLite or the PostgreSQL pool. The body is compiled
 /// once per backend, so it must type-check against both.

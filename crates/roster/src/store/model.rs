@@ -82,6 +82,26 @@ pub struct ListQuery<'a> {
     pub limit: u64,
 }
 
+/// Where a page of [`KeyPage`] starts, as a `username_key` bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyBound<'a> {
+    /// From the first key.
+    Start,
+    /// The keys after this one (the next page).
+    After(&'a str),
+    /// The last keys before this one (the previous page).
+    Before(&'a str),
+}
+
+/// One page of every account in `username_key` order (the admin pages), by keyset.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyPage<'a> {
+    /// Only keys starting with this (already normalised) text; `None` or empty: every key.
+    pub prefix: Option<&'a str>,
+    pub from: KeyBound<'a>,
+    pub limit: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{json_ids, on_pool, sql_count, ListQuery, ListedUser, NewUser, Store, StoreError, User};
+use super::{json_ids, on_pool, sql_count, KeyBound, KeyPage, ListQuery, ListedUser, NewUser, Store, StoreError, User};
 
 /// The column list of [`User`], as a literal so it can be `concat!`ed into static SQL.
 macro_rules! user_columns {
@@ -296,6 +296,50 @@ impl Store {
     }
 }
 
+/// The SQL of [`Store::users_by_key_page`]: `$2` rows ascending from a lower bound (`$1`,
+/// exclusive) or descending from an upper one, with or without a prefix range (`$3` inclusive,
+/// `$4` exclusive). Every variant is a range scan of the `username_key` unique index that stops
+/// after `$2` rows.
+fn key_page_sql(descending: bool, prefix: bool) -> String {
+    let (bound, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+    let range = if prefix { " AND username_key >= $3 AND username_key < $4" } else { "" };
+    format!(
+        "SELECT {} FROM users WHERE username_key {bound} $1{range} ORDER BY username_key {order} LIMIT $2",
+        user_columns!()
+    )
+}
+
+impl Store {
+    /// One page of every account in `username_key` order (the admin pages), by keyset: the
+    /// accounts after (or before) a key, optionally only those whose key starts with
+    /// `q.prefix`, at most `q.limit`, always returned in ascending key order.
+    ///
+    /// Cost: a range scan of the `username_key` unique index that reads `limit` rows, whatever
+    /// the number of accounts or the depth of the page (no `OFFSET`).
+    pub async fn users_by_key_page(&self, q: &KeyPage<'_>) -> Result<Vec<User>, StoreError> {
+        let prefix = q.prefix.filter(|p| !p.is_empty());
+        let (descending, bound) = match q.from {
+            KeyBound::Start => (false, ""),
+            KeyBound::After(key) => (false, key),
+            KeyBound::Before(key) => (true, key),
+        };
+        let sql = key_page_sql(descending, prefix.is_some());
+        let mut users = on_pool!(self, pool => {
+            let query = sqlx::query_as::<_, User>(&sql).bind(bound).bind(sql_count(q.limit));
+            match prefix {
+                Some(p) => query.bind(p).bind(format!("{p}{PREFIX_RANGE_END}")),
+                None => query,
+            }
+            .fetch_all(pool)
+            .await
+        })?;
+        if descending {
+            users.reverse();
+        }
+        Ok(users)
+    }
+}
+
 /// `prefix` with LIKE's `\`, `%` and `_` escaped (escape character `\`), then `%`.
 fn like_prefix_pattern(prefix: &str) -> String {
     let mut pattern = String::with_capacity(prefix.len() + 4);
@@ -323,7 +367,36 @@ fn username_taken_or_database(e: sqlx::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::like_prefix_pattern;
+    use super::{key_page_sql, like_prefix_pattern};
+    use crate::store::Store;
+
+    /// Every variant of the admin pages' query is a search of the `username_key` index in its
+    /// own order: no table scan, no sort (so its cost is the page, not the accounts).
+    #[tokio::test]
+    async fn key_pages_are_index_range_scans_on_sqlite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("plan.db").display())).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let Store::Sqlite(pool) = &store else { unreachable!("a SQLite URL") };
+        for descending in [false, true] {
+            for prefix in [false, true] {
+                let sql = format!("EXPLAIN QUERY PLAN {}", key_page_sql(descending, prefix));
+                let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql).bind("k").bind(10_i64);
+                if prefix {
+                    query = query.bind("a").bind("b");
+                }
+                let plan: Vec<String> =
+                    query.fetch_all(pool).await.expect("explain").into_iter().map(|r| r.3).collect();
+                let plan = plan.join("; ");
+                assert!(
+                    plan.contains("SEARCH users USING INDEX sqlite_autoindex_users_1 (username_key"),
+                    "descending {descending}, prefix {prefix}: {plan}"
+                );
+                assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+            }
+        }
+        store.close().await;
+    }
 
     #[test]
     fn like_wildcards_are_escaped() {

@@ -101,7 +101,7 @@ fn is_safe(method: &Method) -> bool {
 
 /// Why a request failed the check; shown on the 403 page (never the token itself).
 fn reject(reason: &'static str) -> Response {
-    AppError::Forbidden(reason).into_response()
+    AppError::CsrfFailed(reason).into_response()
 }
 
 /// What the check needs to know about the site. Built once from the settings.

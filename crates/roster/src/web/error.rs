@@ -12,8 +12,12 @@ use crate::store::StoreError;
 pub enum AppError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    #[error("forbidden: {0}")]
-    Forbidden(&'static str),
+    /// A request that failed the CSRF check (the only 403 that talks about CSRF).
+    #[error("CSRF verification failed: {0}")]
+    CsrfFailed(&'static str),
+    /// A logged-in person without the right to this page (not staff).
+    #[error("permission denied")]
+    PermissionDenied,
     #[error("not found")]
     NotFound,
     #[error("request body too large")]
@@ -42,8 +46,11 @@ impl AppError {
     fn status_and_text(&self) -> (StatusCode, &'static str, String) {
         match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", (*m).to_owned()),
-            AppError::Forbidden(m) => {
+            AppError::CsrfFailed(m) => {
                 (StatusCode::FORBIDDEN, "Forbidden (403)", format!("CSRF verification failed. Request aborted. {m}"))
+            }
+            AppError::PermissionDenied => {
+                (StatusCode::FORBIDDEN, "Forbidden (403)", "You don't have permission to view this page.".to_owned())
             }
             AppError::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is no page at this address.".to_owned()),
             AppError::PayloadTooLarge => (

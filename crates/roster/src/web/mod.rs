@@ -1,10 +1,12 @@
 //! The HTTP edge: routes, shared state, and the middleware every request passes through
 //! (access log, security headers, CSRF, body limits).
 //!
-//! Handlers live in `pages`; authentication in `session` extractors; CSRF in `csrf`. This
-//! module must not contain SQL or presence logic: it calls `Store` and `Hub`.
+//! Handlers live in `pages` (and the staff pages in `admin`); authentication in `session`
+//! extractors; CSRF in `csrf`. This module must not contain SQL or presence logic: it calls
+//! `Store`, `Accounts` and `Hub`.
 
 pub mod access_log;
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod client;
@@ -200,6 +202,8 @@ pub fn router(state: AppState) -> Router {
         .route("/log_out/", headers::private(get(pages::log_out_form).post(pages::log_out)))
         .route("/users/", get(crate::ws::users_socket))
         .route("/api/users/", headers::private(get(api::users)))
+        .route("/admin/", headers::private(get(admin::users)))
+        .route("/admin/users/{id}/{action}/", headers::private(get(admin::confirm).post(admin::act)))
         .route("/static/{name}", get(assets::serve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

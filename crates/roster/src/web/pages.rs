@@ -17,7 +17,7 @@ use super::client::ClientAddr;
 use super::csrf::CsrfToken;
 use super::error::AppError;
 use super::form::Form;
-use super::session::{clear_session_cookie, safe_next, session_cookie, MaybeUser, RequireUser};
+use super::session::{clear_session_cookie, safe_next, session_cookie, AuthUser, MaybeUser, RequireUser};
 use super::templates::{render, Frame, ListEntry, LogInPage, LogOutPage, SignUpPage, UserListPage};
 use super::AppState;
 use crate::accounts::{self, AccountError, Admission, LogIn, NewPassword, Username};
@@ -28,7 +28,47 @@ const INVALID_LOGIN: &str =
     "Please enter a correct username and password. Note that both fields may be case-sensitive.";
 
 fn frame<'a>(user: &'a MaybeUser, csrf: &CsrfToken) -> Frame<'a> {
-    Frame { user: user.0.as_ref().map(|u| u.user.username.as_str()), csrf: csrf.form_token() }
+    frame_of(user.0.as_ref(), csrf)
+}
+
+/// The page frame for `user` (None: anonymous): their name, the admin link for staff, a fresh
+/// masked CSRF token for the header's log-out form.
+pub(super) fn frame_of<'a>(user: Option<&'a AuthUser>, csrf: &CsrfToken) -> Frame<'a> {
+    Frame {
+        user: user.map(|u| u.user.username.as_str()),
+        staff: user.is_some_and(|u| u.user.is_staff),
+        csrf: csrf.form_token(),
+    }
+}
+
+/// Django's two new-password fields (sign up, the admin's "set password"), checked: both
+/// required, equal, then the validators on the first (with `username` for the similarity
+/// check). Either the password or each field's errors.
+pub(super) struct PasswordFields {
+    pub password: Option<NewPassword>,
+    pub password1_errors: Vec<String>,
+    pub password2_errors: Vec<String>,
+}
+
+pub(super) fn password_fields(p1: &str, p2: &str, username: &str) -> PasswordFields {
+    let mut fields = PasswordFields { password: None, password1_errors: Vec::new(), password2_errors: Vec::new() };
+    if p1.is_empty() {
+        fields.password1_errors.push(REQUIRED.to_owned());
+    }
+    if p2.is_empty() {
+        fields.password2_errors.push(REQUIRED.to_owned());
+    }
+    if !p1.is_empty() && !p2.is_empty() {
+        if p1 != p2 {
+            fields.password2_errors.push(accounts::PASSWORD_MISMATCH_MESSAGE.to_owned());
+        } else {
+            match NewPassword::parse(p1, username) {
+                Ok(p) => fields.password = Some(p),
+                Err(errors) => fields.password1_errors.extend(errors.iter().map(ToString::to_string)),
+            }
+        }
+    }
+    fields
 }
 
 // ---------------------------------------------------------------- sign up
@@ -70,29 +110,10 @@ pub async fn sign_up(
         };
         return Ok(super::too_many(wait, (StatusCode::TOO_MANY_REQUESTS, render(&page)).into_response()));
     }
-    let (p1, p2) = (form.get("password1"), form.get("password2"));
     let mut username_errors = Vec::new();
-    let mut password1_errors = Vec::new();
-    let mut password2_errors = Vec::new();
-
     let username = Username::parse(raw_username).map_err(|e| username_errors.push(e.to_string())).ok();
-    if p1.is_empty() {
-        password1_errors.push(REQUIRED.to_owned());
-    }
-    if p2.is_empty() {
-        password2_errors.push(REQUIRED.to_owned());
-    }
-    let mut password = None;
-    if !p1.is_empty() && !p2.is_empty() {
-        if p1 != p2 {
-            password2_errors.push(accounts::PASSWORD_MISMATCH_MESSAGE.to_owned());
-        } else {
-            match NewPassword::parse(p1, raw_username) {
-                Ok(p) => password = Some(p),
-                Err(errors) => password1_errors.extend(errors.iter().map(ToString::to_string)),
-            }
-        }
-    }
+    let PasswordFields { password, password1_errors, password2_errors } =
+        password_fields(form.get("password1"), form.get("password2"), raw_username);
     if let Some(u) = &username {
         if app.store.user_by_key(&u.key()).await?.is_some() {
             username_errors.push(accounts::DUPLICATE_USERNAME_MESSAGE.to_owned());
@@ -296,12 +317,18 @@ impl<'a> ListParams<'a> {
             Some(Ok(p)) if (1..=1_000_000).contains(&p) => p,
             Some(_) => return Err(ListParamsError::Page),
         };
-        let q = query.get("q").map_or("", |q| q.trim());
-        if q.chars().count() > accounts::MAX_USERNAME_CHARS {
-            return Err(ListParamsError::SearchTooLong);
-        }
-        Ok(ListParams { page, q })
+        Ok(ListParams { page, q: search_param(query)? })
     }
+}
+
+/// `?q=`, the username prefix searched (the list, the JSON API, the admin pages): trimmed,
+/// empty for none, at most a username long.
+pub fn search_param(query: &HashMap<String, String>) -> Result<&str, ListParamsError> {
+    let q = query.get("q").map_or("", |q| q.trim());
+    if q.chars().count() > accounts::MAX_USERNAME_CHARS {
+        return Err(ListParamsError::SearchTooLong);
+    }
+    Ok(q)
 }
 
 pub struct Listing {

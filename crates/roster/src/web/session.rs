@@ -3,7 +3,8 @@
 //!
 //! Authentication lives here, in extractors, never in handler bodies: `MaybeUser` for pages
 //! anyone may see, `RequireUser` for pages that need a log in (anonymous: 302 to
-//! `/log_in/?next=...`). Inactive users are treated as logged out.
+//! `/log_in/?next=...`), `StaffUser` for the admin pages (the same redirect; a logged-in person
+//! who is not staff: 403). Inactive users are treated as logged out.
 
 use std::time::Instant;
 
@@ -92,6 +93,25 @@ impl FromRequestParts<AppState> for RequireUser {
                 Err(super::found(&format!("/log_in/?next={}", encode_next(target))))
             }
             Err(e) => Err(e.into_response()),
+        }
+    }
+}
+
+/// A page for staff only: anonymous gets the log-in redirect, a logged-in non-staff person 403
+/// ("You don't have permission to view this page."). Staff is read from the session's user as
+/// the session cache holds it; granting or revoking staff forgets that user's cached sessions,
+/// so the change holds from the next request.
+pub struct StaffUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for StaffUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let RequireUser(user) = RequireUser::from_request_parts(parts, state).await?;
+        if user.user.is_staff {
+            Ok(StaffUser(user))
+        } else {
+            Err(AppError::PermissionDenied.into_response())
         }
     }
 }

@@ -22,6 +22,8 @@ pub fn render<T: Template>(t: &T) -> Html<String> {
 /// What every page's frame needs.
 pub struct Frame<'a> {
     pub user: Option<&'a str>,
+    /// The user is staff: the header links to `/admin/`.
+    pub staff: bool,
     pub csrf: String,
 }
 
@@ -100,4 +102,60 @@ pub struct UserListPage<'a> {
     pub page: u64,
     pub prev_url: Option<String>,
     pub next_url: Option<String>,
+}
+
+/// One account in the admin list.
+pub struct AdminRow {
+    pub id: i64,
+    pub username: String,
+    pub online: bool,
+    /// Sockets open on this node.
+    pub sockets: usize,
+    pub last_seen: Option<String>,
+    pub date_joined: String,
+    pub active: bool,
+    pub staff: bool,
+    /// The staff member looking at the page.
+    pub is_me: bool,
+    /// (label, confirmation page, takes something away)
+    pub actions: Vec<(&'static str, String, bool)>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_users.html")]
+pub struct AdminUsersPage<'a> {
+    pub frame: Frame<'a>,
+    /// "alice was deactivated.", after an action.
+    pub notice: Option<String>,
+    pub q: &'a str,
+    pub rows: Vec<AdminRow>,
+    /// Users online, accounts registered.
+    pub counts: (usize, u64),
+    pub pager: KeysetPager,
+}
+
+/// An action's confirmation page (with the password form for "set password").
+#[derive(Template)]
+#[template(path = "admin_confirm.html")]
+pub struct AdminConfirmPage<'a> {
+    pub frame: Frame<'a>,
+    /// The account's username.
+    pub target: &'a str,
+    pub action_url: String,
+    pub label: &'static str,
+    /// The question's words before and after the username.
+    pub question: (&'static str, &'static str),
+    pub consequence: &'static str,
+    pub dangerous: bool,
+    /// Why this cannot be done (to oneself); no form then.
+    pub refusal: Option<&'static str>,
+    pub password_form: bool,
+    pub password1_errors: Vec<String>,
+    pub password2_errors: Vec<String>,
+}
+
+/// The links of a page read by keyset (the admin list): none where there is nothing more.
+pub struct KeysetPager {
+    pub prev: Option<String>,
+    pub next: Option<String>,
 }

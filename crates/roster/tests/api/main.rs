@@ -1,6 +1,7 @@
 //! Integration tests: the real `roster` binary on a free port, a fresh database per test.
 
 mod accounts;
+mod admin;
 mod backup;
 mod cli;
 mod config_file;

@@ -224,3 +224,33 @@ async fn user_commands_given_the_cluster_reach_every_node_at_once() {
     view_until(&mut v1, &mut view, &names(&["alice"])).await;
     assert_eq!(open(&b, Some(&carol), TUTORIAL).await.err(), Some(403));
 }
+
+/// The admin pages on node A act on sockets open on node B at once (not at B's 2 s reconcile):
+/// log out everywhere closes them with 4001, deactivate with 1008.
+#[tokio::test]
+async fn admin_actions_on_one_node_close_the_sockets_on_another_within_a_second() {
+    use crate::helpers::{csrf, log_in, run_cli, GOOD_PASSWORD};
+    let cluster = Cluster::new(RedisServer::start(), &flags()).await;
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let out = run_cli(&cluster.db_url, &["user", "create", "root", "--staff"], &format!("{GOOD_PASSWORD}\n")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = a.browser();
+    assert_eq!(log_in(&a, &root.client, "root", GOOD_PASSWORD).await.status(), 302);
+    let (bob, carol) = (person(&b, "bob").await, person(&b, "carol").await);
+    let mut bob_b = open(&b, Some(&bob), TUTORIAL).await.expect("bob on B");
+    let mut carol_b = open(&b, Some(&carol), TUTORIAL).await.expect("carol on B");
+    let store = a.store().await;
+
+    for (name, action, ws, code) in [("bob", "log-out", &mut bob_b, 4001), ("carol", "deactivate", &mut carol_b, 1008)]
+    {
+        let id = store.user_by_key(name).await.expect("query").expect("exists").id;
+        let path = format!("/admin/users/{id}/{action}/");
+        let token = csrf(&a, &root.client, &path).await;
+        let started = tokio::time::Instant::now();
+        let r = post_form(&a, &root.client, &path, &[("csrfmiddlewaretoken", &token)]).await;
+        assert_eq!(r.status(), 302, "{action} {name}");
+        assert_eq!(close_code(ws).await, Some(code), "{action} {name} on B");
+        assert!(started.elapsed() < Duration::from_secs(1), "{action}: {:?}", started.elapsed());
+    }
+    assert_eq!(open(&b, Some(&carol), TUTORIAL).await.err(), Some(403), "carol is inactive on B too");
+}

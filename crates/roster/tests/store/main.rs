@@ -5,7 +5,7 @@ use testkit::pg;
 
 use std::path::{Component, Path};
 
-use roster::store::{ListQuery, NewUser, Store, StoreError, User};
+use roster::store::{KeyBound, KeyPage, ListQuery, NewUser, Store, StoreError, User};
 
 const NEVER_SEEN: Option<i64> = None;
 
@@ -78,6 +78,12 @@ fn names(users: &[User]) -> Vec<&str> {
 
 async fn list(store: &Store, prefix: Option<&str>, exclude: &[i64], offset: u64, limit: u64) -> Vec<String> {
     let page = store.list_users(&ListQuery { prefix, exclude, offset, limit }).await.unwrap();
+    page.into_iter().map(|u| u.username).collect()
+}
+
+/// A page of the admin pages' keyset paging, as usernames.
+async fn key_page(store: &Store, prefix: Option<&str>, from: KeyBound<'_>, limit: u64) -> Vec<String> {
+    let page = store.users_by_key_page(&KeyPage { prefix, from, limit }).await.unwrap();
     page.into_iter().map(|u| u.username).collect()
 }
 
@@ -224,6 +230,25 @@ async fn store_story(store: Store) {
     assert_eq!(list(&store, Some("an"), &[], 0, 100).await, ["Ann"]);
     assert_eq!(list(&store, Some("a"), &[ann.id], 1, 2).await, ["axb", "a_c"]);
     assert!(list(&store, Some("q"), &[], 0, 100).await.is_empty());
+
+    // --- the admin pages: keyset pages in username_key (code point) order, always ascending
+    use KeyBound::{After, Before, Start};
+    assert_eq!(key_page(&store, None, Start, 4).await, ["a%b", "a\\q", "a_c", "Ann"]);
+    assert_eq!(key_page(&store, None, After("ann"), 4).await, ["axb", "azc", "bob", "carol"]);
+    assert_eq!(key_page(&store, None, After("carol"), 4).await, ["Zed"]);
+    assert!(key_page(&store, None, After("zed"), 4).await.is_empty());
+    assert_eq!(key_page(&store, None, After("b"), 9).await, ["bob", "carol", "Zed"], "a bound needs no row");
+    assert_eq!(key_page(&store, None, Before("axb"), 2).await, ["a_c", "Ann"], "the last two before");
+    assert!(key_page(&store, None, Before("a%b"), 2).await.is_empty());
+    assert!(key_page(&store, None, Start, 0).await.is_empty());
+    assert_eq!(key_page(&store, Some(""), Start, 2).await, ["a%b", "a\\q"], "empty prefix = none");
+    assert_eq!(key_page(&store, Some("a"), Start, 3).await, ["a%b", "a\\q", "a_c"]);
+    assert_eq!(key_page(&store, Some("a"), After("a_c"), 9).await, ["Ann", "axb", "azc"]);
+    assert_eq!(key_page(&store, Some("a"), Before("axb"), 2).await, ["a_c", "Ann"]);
+    assert_eq!(key_page(&store, Some("a_"), Start, 9).await, ["a_c"], "no wildcards");
+    assert_eq!(key_page(&store, Some("a%"), Start, 9).await, ["a%b"]);
+    assert!(key_page(&store, Some("b"), After("bob"), 9).await.is_empty());
+    assert!(key_page(&store, Some("q"), Start, 9).await.is_empty());
 }
 
 /// Enough users sharing a prefix for `list_users` to take its "walk the list order" path, with
@@ -284,6 +309,13 @@ async fn bulk_prefix_story(store: &Store) {
     assert_eq!(list(store, Some("b_0001"), &[], 0, 100).await, narrow_names);
     // Without a prefix the look-alike heads the list.
     assert_eq!(list(store, None, &[], 0, 1).await, ["bx00001"]);
+
+    // Keyset pages deep into 6,000 keys, both ways, and the prefix's end.
+    use KeyBound::{After, Before};
+    assert_eq!(key_page(store, Some("b_"), After("b_02999"), 2).await, ["b_03000", "b_03001"]);
+    assert_eq!(key_page(store, Some("b_"), Before("b_00003"), 5).await, ["b_00001", "b_00002"]);
+    assert_eq!(key_page(store, Some("b_"), After("b_05999"), 5).await, ["b_06000"], "bx00001 is past the prefix");
+    assert_eq!(key_page(store, Some("b"), After("b_06000"), 5).await, ["bob", "bx00001"]);
 }
 
 /// `target` (absolute) as a path relative to the current directory, through `..` up to `/`.
