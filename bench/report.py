@@ -133,6 +133,81 @@ L.append(f"| user list, {fmt(get('roster-import', 'accounts'))} accounts, {fmt(g
 L.append("| four nodes + one Redis: 60,000 sockets, p99 ≤ 1.5× single node | not built (the Redis layer is a later issue) | – | – |")
 L.append("")
 
+# ------------------------------------------------------------------ live views (issue 13)
+if any(n.startswith(("roster-hold-page-", "roster-fanout-page-", "roster-storm-page-", "roster-burst-page-")) for n in res):
+    L.append("## Live views: the page's shape (roster.v2)\n")
+    L.append("What the built-in page speaks: `roster-bench --mode page` opens `/users/?offset=0&limit=200&q=` with "
+             "`roster.v2` and keeps the window as the page script does. Two shapes of watchers: **30 sockets per user** "
+             "(`-30`: 500 users hold 15,000 sockets, as the runs above) and **one socket per distinct user** (`-1`: "
+             "the shape of real pages).\n")
+    L.append("| target | Roster | reference in this run | met |")
+    L.append("|---|---|---|---|")
+    c1, c30 = get("roster-hold-page-1", "server_cpu_seconds_connect"), get("roster-hold-page-30", "server_cpu_seconds_connect")
+    ok = None if c1 is None or not c30 else c1 <= 2 * c30
+    L.append(f"| {fmt(get('roster-hold-page-1', 'sockets'))} distinct users' pages connecting: server CPU ≤ 2× the "
+             f"{fmt(get('roster-hold-page-30', 'users'))} × 30 shape | {fmt(c1)} s ({fmt(get('roster-hold-page-1', 'connects_per_s'))} connects/s) | "
+             f"{fmt(c30)} s ({ratio(c1, c30)}) | {verdict(ok)} |")
+    pb = get("roster-hold-page-1", "probe_connect_first_frame_bytes")
+    ok = None if pb is None else pb <= 16 * 1024
+    L.append(f"| at most 16 KB sent per connect while {fmt(get('roster-hold-page-1', 'connected'))} are online | "
+             f"{fmt(pb)} B (the snapshot of one more page) | roster.v1 snapshot of the same online set: "
+             f"{fmt(get('roster-hold-page-1', 'probe_v1_connect_first_frame_bytes'))} B | {verdict(ok)} |")
+    r1 = get("roster-hold-page-1", "rss_bytes_per_socket_after_hold")
+    ok = None if r1 is None else r1 <= 4096
+    L.append(f"| RSS per socket with {fmt(get('roster-hold-page-1', 'connected'))} distinct users online ≤ 4 KiB | "
+             f"{fmt(r1)} B | 30 per user: {fmt(get('roster-hold-page-30', 'rss_bytes_per_socket_after_hold'))} B | {verdict(ok)} |")
+    sc, snc = get("roster-storm-page-1", "converge_after_storm_max_ms"), get("roster-storm-page-1", "not_converged")
+    ok = None if sc is None else (sc <= 1000 and snc == 0)
+    L.append(f"| storm of {fmt(get('roster-storm-page-1', 'logins'))} log-ins in {fmt(get('roster-storm-page-1', 'storm_seconds_requested'))} s, "
+             f"{fmt(get('roster-storm-page-1', 'watchers'))} distinct watchers: every page exact ≤ 1 s after | max {fmt(sc)} ms after, "
+             f"{fmt(snc)} not converged, ≤ {fmt(get('roster-storm-page-1', 'frames_per_watcher_max'))} frames/watcher | "
+             f"roster.v1 (30 per user, above): max {fmt(get('roster-storm-v1', 'converge_after_storm_max_ms'))} ms | {verdict(ok)} |")
+    out = sorted(n for n in res if n.startswith("roster-fanout-page-outside-"))
+    for name in out:
+        fr, om = get(name, "frames_per_watcher_per_change"), get(name, "ops_max_per_frame")
+        ok = None if fr is None else (fr <= 1.05 and om == 0)
+        L.append(f"| a change outside a watcher's window costs it at most a counts update ({fmt(get(name, 'watchers'))} watchers) | "
+                 f"{fmt(fr)} frames and {fmt(get(name, 'bytes_per_watcher_per_change'))} B per watcher per change, {fmt(om)} operations | – | {verdict(ok)} |")
+    for n in fan:
+        rp, fp = get(f"roster-fanout-page-{n}", "p99_ms"), get(f"floor-fanout-{n}", "p99_ms")
+        miss = get(f"roster-fanout-page-{n}", "missing")
+        ok = None if rp is None or fp is None else (rp <= 1.25 * fp and miss == 0)
+        L.append(f"| a change inside the head window reaches {fmt(n)} distinct watchers, p99 ≤ 1.25× floor | p99 {fmt(rp)} ms, "
+                 f"{fmt(miss)} missing | floor p99 {fmt(fp)} ms ({ratio(rp, fp, 3)}) | {verdict(ok)} |")
+    L.append("")
+    L.append("### Both shapes side by side\n")
+    L.append("| run | watchers | users | connects/s | server CPU connecting (s) | RSS per socket (B) | bytes received per socket | first frame (B) | frames per watcher (max) | converged after (max ms) | not converged |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, name in (("hold, 30 per user", "roster-hold-page-30"), ("hold, distinct users", "roster-hold-page-1"),
+                        ("burst, 30 per user", "roster-burst-page-30"), ("burst, distinct users", "roster-burst-page-1"),
+                        ("storm, 30 per user", "roster-storm-page-30"), ("storm, distinct users", "roster-storm-page-1")):
+        if name not in res:
+            continue
+        if failed_note(name):
+            L.append(f"| {label} | {failed_note(name)} ||||||||||")
+            continue
+        hold = name.startswith("roster-hold")
+        L.append(f"| {label} | {fmt(get(name, 'sockets' if hold else 'watchers'))} | {fmt(get(name, 'users'))} | "
+                 f"{fmt(get(name, 'connects_per_s'))} | {fmt(get(name, 'server_cpu_seconds_connect'))} | "
+                 f"{fmt(get(name, 'rss_bytes_per_socket_after_hold' if hold else 'rss_bytes_per_watcher_after'))} | "
+                 f"{fmt(get(name, 'bytes_received_per_socket_mean'))} | {fmt(get(name, 'first_frame_bytes_mean'))} | "
+                 f"{fmt(get(name, 'frames_per_watcher_max'))} | {fmt(get(name, 'converge_after_storm_max_ms'))} | {fmt(get(name, 'not_converged'))} |")
+    L.append("")
+    L.append("| fan-out (page) | watchers | p50 | p90 | p99 | max | missing | frames per watcher per change | bytes per watcher per change | floor p99 | Roster / floor p99 |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in sorted((n for n in res if n.startswith("roster-fanout-page-")), key=lambda n: (n.count("outside"), get(n, "watchers") or 0)):
+        w = get(name, "watchers")
+        label = "outside the window" if "outside" in name else "inside the head window"
+        fp = None if "outside" in name else get(f"floor-fanout-{w}", "p99_ms")
+        if "outside" in name:
+            # The trigger never enters the window: there is no delivery to time, only its cost.
+            lat = " | ".join(["n/a"] * 5)
+        else:
+            lat = " | ".join(fmt(get(name, k)) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "missing"))
+        L.append(f"| {label} | {fmt(w)} | {lat} | " + " | ".join(fmt(get(name, k)) for k in (
+                 "frames_per_watcher_per_change", "bytes_per_watcher_per_change")) + f" | {fmt(fp)} | {ratio(get(name, 'p99_ms'), fp)} |")
+    L.append("")
+
 # ------------------------------------------------------------------ side by side
 L.append("## Side by side\n")
 L.append("Ratios are Roster over the floor (same size, same run). The Django peer runs at sizes it survives: "
@@ -203,7 +278,9 @@ if failures:
 L.append("## Servers (as started by bench/run)\n")
 L.append("- Roster: `roster serve --bind 127.0.0.1:0 --database-url sqlite://TMP/DB --presence-grace 0s` "
          "(SQLite, in-process layer, default tick 100 ms, 32 sockets per user); the storm runs use "
-         "`--presence-grace 600s` because their sockets close right after the handshake.")
+         "`--presence-grace 600s` because their sockets close right after the handshake. The bench users' "
+         "sessions are written to the database before the server starts (`bench/run`), so no run waits for "
+         "Argon2id log-ins.")
 L.append("- floor: `roster-floor --bind 127.0.0.1:0` (read buffer 256 B, write buffer 4 KiB, broadcast capacity 1024)")
 L.append("- Django: `bench/peers/django-channels/run --fast-hasher` (one daphne process, private redis-server, SQLite; MD5 hasher only to seed fast)\n")
 

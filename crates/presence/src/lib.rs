@@ -13,9 +13,11 @@
 //!   tokio, time comes in as an argument: deterministic and property-tested. The in-process layer
 //!   runs the cluster's rules on it.
 //! - [`protocol`]: every wire message, in one place: the tutorial's `{"username","is_logged_in"}`
-//!   frames and the `roster.v1` snapshot/diff frames, plus close codes.
+//!   frames, the `roster.v1` snapshot/diff frames, close codes, and ([`protocol::views`]) the
+//!   `roster.v2` live views.
 //! - [`hub`]: one node's hub (tokio): the registry of local sockets, the replica of the cluster,
-//!   per-tick batching, serialize-once fan-out over bounded broadcast rings, and the lag policy.
+//!   per-tick batching, serialize-once fan-out over bounded broadcast rings, the lag policy, and
+//!   live views (a directory of every account, the list order, one group per watched window).
 //! - [`layer`]: the `Layer` trait (a node's membership of the cluster), [`layer::MemoryCluster`]
 //!   (in-process) and the conformance suite every implementation passes.
 //!
@@ -39,8 +41,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use event::SessionKey;
-pub use hub::{ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, Session};
-pub use protocol::{Snapshot, ROSTER_V1};
+pub use hub::{
+    AccountList, ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, Session,
+    WatchError,
+};
+pub use protocol::views::{ViewRequest, Window};
+pub use protocol::{Snapshot, ROSTER_V1, ROSTER_V2};
 
 /// A user's primary key, as stored by the server.
 pub type UserId = i64;

@@ -1,5 +1,5 @@
 //! Every message on the wire, in one place: the tutorial frames, the `roster.v1` snapshot and
-//! diff frames, and the close codes the hub uses.
+//! diff frames, the close codes the hub uses, and (in [`views`]) the `roster.v2` live views.
 //!
 //! Serde types only: no I/O, no tokio, no hub. The hub serializes each batch once per protocol
 //! with the functions here; tests and the load generator parse frames back with
@@ -25,6 +25,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::{UserId, UserRef};
+
+pub mod views;
+
+pub use views::ROSTER_V2;
 
 /// The `Sec-WebSocket-Protocol` value of the full protocol.
 pub const ROSTER_V1: &str = "roster.v1";

@@ -1,6 +1,7 @@
 //! `roster-bench`: load generator for Roster, the Django Channels tutorial peer and the
 //! floor server (bench/floor), speaking the tutorial protocol (form log-in with CSRF, session
-//! cookie, `{"username","is_logged_in"}` frames) and `roster.v1`.
+//! cookie, `{"username","is_logged_in"}` frames), `roster.v1`, and what Roster's built-in page
+//! speaks (`--mode page`: `roster.v2` live views on the window of its handshake URL).
 //!
 //! Every scenario prints a human table, then one final line holding a single JSON object.
 //!
@@ -29,7 +30,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use worker::{Change, Cmd, Ready, Report, SockSpec, Stats, StormRange, WorkerInit};
+use presence::Window;
+use worker::{Change, Cmd, PageExpect, Ready, Report, SockSpec, Stats, StormRange, WorkerInit};
 use ws::{now_us, Mode, Target};
 
 #[derive(Parser)]
@@ -150,9 +152,13 @@ struct Common {
     /// Base URL of the server, e.g. http://127.0.0.1:8000
     #[arg(long)]
     url: String,
-    /// Wire protocol: tutorial (Roster default, Django), v1 (Roster's roster.v1), floor.
+    /// Wire protocol: tutorial (Roster default, Django), v1 (Roster's roster.v1), page (what
+    /// Roster's built-in page speaks: roster.v2 on `--window`), floor.
     #[arg(long, value_enum, default_value_t = Mode::Tutorial)]
     mode: Mode,
+    /// Page mode: the handshake URL's query, as the page sends it for its window.
+    #[arg(long, default_value = "offset=0&limit=200&q=")]
+    window: String,
     #[arg(long, default_value = "bench")]
     prefix: String,
     #[arg(long, default_value = "bench-pass-4821")]
@@ -184,6 +190,17 @@ struct Common {
     /// ... but at most this long (s).
     #[arg(long, default_value_t = 600)]
     quiet_max_secs: u64,
+    /// Open the watchers' sockets (and a storm's) in a pseudo-random order of their users
+    /// rather than in the order of their numbers. Users are named `{prefix}{i}` and the list is
+    /// sorted by name, so in numeric order whole runs of arrivals (bench1000 .. bench1999,
+    /// bench10000 ..) sort into the first page; people do not arrive in the order of their names.
+    #[arg(long)]
+    shuffle_arrivals: bool,
+    /// Fan-out: the user whose socket makes the changes (default `{prefix}{U}`, the user after
+    /// the watchers'). In page mode, one that sorts into the window (e.g. `bench`, before every
+    /// `bench{i}`) or after it.
+    #[arg(long)]
+    trigger_user: Option<String>,
     /// Keep session cookies in this JSON file (username -> cookie) and reuse them: a form
     /// log-in costs one password hash on the server (~30 per second on 2 cores with Argon2id),
     /// so scenarios that share users share their log-ins. Use one file per server database.
@@ -335,7 +352,11 @@ async fn seed(a: SeedArgs) -> Result<(), String> {
 /// Log in users `{prefix}{i}` for i in `ids`; returns their cookies in the same order.
 /// With `--cookie-cache`, cookies found there are reused and new ones are added to it.
 async fn log_in_all(c: &Common, ids: impl Iterator<Item = usize>) -> Result<Vec<String>, String> {
-    let names: Vec<String> = ids.map(|i| format!("{}{}", c.prefix, i)).collect();
+    log_in_names(c, ids.map(|i| format!("{}{}", c.prefix, i)).collect()).await
+}
+
+/// [`log_in_all`] by username.
+async fn log_in_names(c: &Common, names: Vec<String>) -> Result<Vec<String>, String> {
     let mut cache: std::collections::HashMap<String, String> = match &c.cookie_cache {
         Some(p) if p.exists() => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -379,10 +400,33 @@ async fn watcher_specs(c: &Common, n: usize) -> Result<(Vec<SockSpec>, usize, f6
     let t0 = Instant::now();
     let cookies = if c.mode == Mode::Floor { vec![] } else { log_in_all(c, 0..users).await? };
     let login_secs = t0.elapsed().as_secs_f64();
-    let specs = (0..n)
+    let mut specs: Vec<SockSpec> = (0..n)
         .map(|j| SockSpec { cookie: cookies.get(j % users.max(1)).cloned(), src: src_addr(j, c.source_addrs) })
         .collect();
+    if c.shuffle_arrivals {
+        shuffle(&mut specs, 0x9E37_79B9_7F4A_7C15);
+    }
     Ok((specs, users, login_secs))
+}
+
+/// A fixed pseudo-random order (Fisher-Yates with xorshift64): the same in every run.
+fn shuffle<T>(v: &mut [T], seed: u64) {
+    let mut x = seed | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Page mode: the window of `--window` (what the page's handshake URL asks for).
+fn page_window(c: &Common) -> Result<Window, String> {
+    Window::from_query(&c.window, 200).map_err(|e| format!("--window {:?}: {e}", c.window))
+}
+
+fn mean(v: &[u64]) -> f64 {
+    (v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 * 10.0).round() / 10.0
 }
 
 // ---------------------------------------------------------------- workers
@@ -418,7 +462,10 @@ impl Pool {
         specs: Vec<SockSpec>,
         trigger_user: &str,
         storm: Option<StormRange>,
+        expect: Option<PageExpect>,
     ) -> Result<Pool, String> {
+        // Checked here; the workers parse it again (the window type has no serde on purpose).
+        let window = (c.mode == Mode::Page).then(|| page_window(c).map(|_| c.window.clone())).transpose()?;
         let n = specs.len();
         let k = c.workers.unwrap_or_else(|| 2.max(n.div_ceil(15_000))).clamp(1, n.max(1));
         let mut shares: Vec<Vec<SockSpec>> = vec![Vec::new(); k];
@@ -443,6 +490,8 @@ impl Pool {
                 connect_concurrency: c.connect_concurrency,
                 trigger_user: trigger_user.to_string(),
                 storm: storm.clone(),
+                window: window.clone(),
+                expect: expect.clone(),
             };
             let mut s = serde_json::to_string(&init).map_err(|e| e.to_string())?;
             s.push('\n');
@@ -504,6 +553,10 @@ impl Pool {
             all.closed += r.closed;
             all.seq_gaps += r.seq_gaps;
             all.snapshots += r.snapshots;
+            all.bytes_total += r.bytes_total;
+            all.bytes_since_mark.extend(r.bytes_since_mark);
+            all.first_frame_bytes.extend(r.first_frame_bytes);
+            all.ops_max_since_mark = all.ops_max_since_mark.max(r.ops_max_since_mark);
             for e in r.close_reasons {
                 if all.close_reasons.len() < 5 {
                     all.close_reasons.push(e);
@@ -553,14 +606,31 @@ impl Pool {
 // ---------------------------------------------------------------- hold
 
 async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
-    let target = Target::new(&c.url, c.mode);
+    let target = Target::new(&c.url, c.mode, &c.window);
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
+    let probe_cookie = specs.first().and_then(|s| s.cookie.clone());
     let rss0 = c.server_pid.and_then(rss_kib);
-    let mut pool = Pool::start(&c, &target, specs, "", None).await?;
+    let cpu0 = c.server_pid.and_then(cpu_secs);
+    let mut pool = Pool::start(&c, &target, specs, "", None, None).await?;
+    let cpu1 = c.server_pid.and_then(cpu_secs);
     let rss1 = c.server_pid.and_then(rss_kib);
     tokio::time::sleep(Duration::from_secs(hold_secs)).await;
     let rss2 = c.server_pid.and_then(rss_kib);
     let st = pool.stats().await?;
+    let r = pool.report(&[]).await?;
+    // One more page connecting while everyone is online: what its first frame (the snapshot) costs.
+    let probe = match c.mode {
+        Mode::V1 | Mode::Page => Some(probe_first_frame(&target, probe_cookie.as_deref()).await?),
+        Mode::Tutorial | Mode::Floor => None,
+    };
+    // Page mode: and what the same connect costs in roster.v1 (a snapshot of everyone online).
+    let probe_v1 = match c.mode {
+        Mode::Page => {
+            let v1 = Target::new(&c.url, Mode::V1, &c.window);
+            Some(probe_first_frame(&v1, probe_cookie.as_deref()).await?)
+        }
+        _ => None,
+    };
     let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) if pool.ready.ok > 0 => {
             json!(((b as f64 - a as f64) * 1024.0 / pool.ready.ok as f64).round())
@@ -578,6 +648,12 @@ async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
     f.extend([
         ("closed_during_hold", json!(st.closed)),
         ("frames_received", json!(st.frames)),
+        ("bytes_received", json!(r.bytes_total)),
+        ("bytes_received_per_socket_mean", json!(mean(&r.bytes_since_mark))),
+        ("first_frame_bytes_mean", json!(mean(&r.first_frame_bytes))),
+        ("probe_connect_first_frame_bytes", json!(probe)),
+        ("probe_v1_connect_first_frame_bytes", json!(probe_v1)),
+        ("server_cpu_seconds_connect", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 100.0).round() / 100.0))),
         ("server_rss_kib_before", json!(rss0)),
         ("server_rss_kib_connected", json!(rss1)),
         ("server_rss_kib_after_hold", json!(rss2)),
@@ -587,6 +663,23 @@ async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
     emit("hold", f);
     pool.exit().await;
     Ok(())
+}
+
+/// Opens one more socket and returns the size of its first text frame.
+async fn probe_first_frame(target: &Target, cookie: Option<&str>) -> Result<usize, String> {
+    let mut ws = ws::connect(target, cookie, None).await?;
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(msg) = ws.next().await {
+            if let Ok(Message::Text(t)) = msg {
+                return Ok(t.len());
+            }
+        }
+        Err("the probe socket closed before its first frame".to_owned())
+    })
+    .await
+    .map_err(|_| "no first frame within 30 s".to_owned())?;
+    let _ = ws.close(None).await;
+    first
 }
 
 // ---------------------------------------------------------------- fanout
@@ -621,14 +714,15 @@ fn latency_fields(r: &Report, expected: u64) -> Vec<(&'static str, Value)> {
 }
 
 async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: u64) -> Result<(), String> {
-    let target = Target::new(&c.url, c.mode);
+    let target = Target::new(&c.url, c.mode, &c.window);
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
-    let trigger = format!("{}{}", c.prefix, users);
+    let trigger = c.trigger_user.clone().unwrap_or_else(|| format!("{}{}", c.prefix, users));
     let trig_cookie =
-        if c.mode == Mode::Floor { None } else { Some(log_in_all(&c, users..users + 1).await?.remove(0)) };
-    let mut pool = Pool::start(&c, &target, specs, &trigger, None).await?;
+        if c.mode == Mode::Floor { None } else { Some(log_in_names(&c, vec![trigger.clone()]).await?.remove(0)) };
+    let mut pool = Pool::start(&c, &target, specs, &trigger, None, None).await?;
     let quiet_secs = pool.quiet(&c).await?;
     let rss0 = c.server_pid.and_then(rss_kib);
+    pool.mark().await?;
 
     let mut log: Vec<Change> = Vec::with_capacity(changes);
     let mut floor_sink = if c.mode == Mode::Floor { Some(open_drained(&target, None).await?) } else { None };
@@ -666,7 +760,17 @@ async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: 
     f.extend(pool.connect_fields());
     f.push(("settle_seconds", json!((quiet_secs * 100.0).round() / 100.0)));
     f.extend(latency_fields(&r, (pool.ready.ok as usize * changes) as u64));
-    f.extend([("server_rss_kib_before", json!(rss0)), ("server_rss_kib_after", json!(rss1))]);
+    // What each change cost a watcher: frames and bytes (page mode: and the most operations in
+    // one frame; a change outside the window should be a counts update, 0 operations).
+    let per_change = |v: &[u64]| (mean(v) / changes.max(1) as f64 * 100.0).round() / 100.0;
+    f.extend([
+        ("trigger_user", json!(trigger)),
+        ("frames_per_watcher_per_change", json!(per_change(&r.frames_since_mark))),
+        ("bytes_per_watcher_per_change", json!(per_change(&r.bytes_since_mark))),
+        ("ops_max_per_frame", json!((c.mode == Mode::Page).then_some(r.ops_max_since_mark))),
+        ("server_rss_kib_before", json!(rss0)),
+        ("server_rss_kib_after", json!(rss1)),
+    ]);
     emit("fanout", f);
     pool.exit().await;
     Ok(())
@@ -685,7 +789,7 @@ async fn storm(
     close_after_open: bool,
     scenario: &str,
 ) -> Result<(), String> {
-    let target = Target::new(&c.url, c.mode);
+    let target = Target::new(&c.url, c.mode, &c.window);
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
     let range = StormRange { prefix: c.prefix.clone(), start: users as u64, count: m as u64 };
     let t_login = Instant::now();
@@ -695,8 +799,24 @@ async fn storm(
         log_in_all(&c, users..users + m).await?.into_iter().map(Some).collect()
     };
     let storm_login_secs = t_login.elapsed().as_secs_f64();
+    // Page mode: at the end the watchers' users and the storm's are online; the window shows
+    // its slice of them in the list order (online users by lowercase name).
+    let expect = match c.mode {
+        Mode::Page => {
+            let w = page_window(&c)?;
+            let q = w.q.to_lowercase();
+            let mut online: Vec<String> = (0..users + m)
+                .map(|i| format!("{}{i}", c.prefix))
+                .filter(|n| n.to_lowercase().starts_with(&q))
+                .collect();
+            online.sort_by_key(|n| n.to_lowercase());
+            let usernames = online.into_iter().skip(w.offset as usize).take(w.limit as usize).collect();
+            Some(PageExpect { usernames, online: (users + m) as u64 })
+        }
+        _ => None,
+    };
     let rss_before = c.server_pid.and_then(rss_kib);
-    let mut pool = Pool::start(&c, &target, specs, "", Some(range)).await?;
+    let mut pool = Pool::start(&c, &target, specs, "", Some(range), expect).await?;
     let rss_connected = c.server_pid.and_then(rss_kib);
     let quiet_secs = pool.quiet(&c).await?;
     pool.mark().await?;
@@ -723,6 +843,10 @@ async fn storm(
     } else {
         let target = Arc::new(target.clone());
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut storm_cookies = storm_cookies;
+        if c.shuffle_arrivals {
+            shuffle(&mut storm_cookies, 0xD1B5_4A32_D192_ED03);
+        }
         for (i, cookie) in storm_cookies.into_iter().enumerate() {
             tokio::time::sleep_until((t0 + step * i as u32).into()).await;
             let (target, done_tx) = (target.clone(), done_tx.clone());
@@ -837,7 +961,7 @@ async fn list(c: Common, requests: usize, concurrency: usize, path: &str, online
     let cookie = log_in_all(&c, 0..1).await?.remove(0);
     let pool = if online > 0 {
         let (specs, _, _) = watcher_specs(&c, online).await?;
-        let mut pool = Pool::start(&c, &Target::new(&c.url, c.mode), specs, "", None).await?;
+        let mut pool = Pool::start(&c, &Target::new(&c.url, c.mode, &c.window), specs, "", None, None).await?;
         pool.quiet(&c).await?;
         Some(pool)
     } else {

@@ -8,13 +8,15 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use presence::protocol::views::{parse_view_frame, view_request, PageView, ViewFrame};
+use presence::Window;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::ws::{self, now_us, Frame, Parsed, Target};
+use crate::ws::{self, now_us, Frame, Mode, Parsed, Target};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SockSpec {
@@ -30,6 +32,14 @@ pub struct StormRange {
     pub count: u64,
 }
 
+/// Page mode: what every watcher's window should end up showing: these online users first (the
+/// window's slice of the online part of the list), then only offline users, and the online count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PageExpect {
+    pub usernames: Vec<String>,
+    pub online: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerInit {
     pub target: Target,
@@ -37,6 +47,10 @@ pub struct WorkerInit {
     pub connect_concurrency: usize,
     pub trigger_user: String,
     pub storm: Option<StormRange>,
+    /// Page mode: the handshake's window query (to re-subscribe after a gap, as the page does).
+    pub window: Option<String>,
+    /// Page mode, storm: what a converged watcher shows.
+    pub expect: Option<PageExpect>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -89,6 +103,14 @@ pub struct Report {
     pub close_reasons: Vec<String>,
     pub seq_gaps: u64,
     pub snapshots: u64,
+    /// Text bytes received, in all.
+    pub bytes_total: u64,
+    /// Per watcher: text bytes since the last `mark`.
+    pub bytes_since_mark: Vec<u64>,
+    /// Per watcher: the size of its first frame (roster.v1 and page: its snapshot).
+    pub first_frame_bytes: Vec<u64>,
+    /// Page mode: the most operations in one diff since the last `mark`.
+    pub ops_max_since_mark: u64,
 }
 
 #[derive(Default)]
@@ -104,11 +126,22 @@ struct SockState {
     seq_gaps: u64,
     snapshots: u64,
     closed: Option<String>,
+    bytes: u64,
+    mark_bytes: u64,
+    first_bytes: u64,
+    /// Page mode: the window as the page would show it, whether the trigger is online in it,
+    /// and the most operations in one diff since the mark.
+    view: Option<PageView>,
+    trig_online: bool,
+    ops_max: u64,
 }
 
 struct Ctx {
     trigger: String,
     storm: Option<StormRange>,
+    mode: Mode,
+    window: Option<Window>,
+    expect: Option<PageExpect>,
 }
 
 impl Ctx {
@@ -131,8 +164,58 @@ impl Ctx {
         }
     }
 
-    fn on_text(&self, st: &mut SockState, text: &str, recv: u64) {
+    /// A page's frame: applied to its window as the page script applies it. Returns the view
+    /// request to send when the stream had a gap (the page re-subscribes; it never guesses).
+    fn on_page(&self, st: &mut SockState, text: &str, recv: u64) -> Option<String> {
+        let view = st.view.get_or_insert_with(PageView::default);
+        let Ok(frame) = parse_view_frame(text.as_bytes()) else { return None };
+        match &frame {
+            ViewFrame::Snapshot(_) => st.snapshots += 1,
+            ViewFrame::Diff(d) => st.ops_max = st.ops_max.max(d.ops.len() as u64),
+            ViewFrame::Error { .. } => {}
+        }
+        let mut resubscribe = None;
+        if view.apply(frame).is_err() {
+            st.seq_gaps += 1;
+            let id = view.requested + 1;
+            view.requested(id);
+            resubscribe = self.window.as_ref().map(|w| view_request(id, w));
+        }
+        let online = view.users.iter().any(|u| u.online && u.username == self.trigger);
+        if online != st.trig_online {
+            st.trig_online = online;
+            st.trig.push((recv, online));
+        }
+        if let Some(e) = &self.expect {
+            let n = e.usernames.len();
+            let exact = view.live
+                && view.counts.online_count == e.online
+                && view.users.len() >= n
+                && view.users.iter().zip(&e.usernames).all(|(u, name)| u.online && u.username == *name)
+                && view.users.iter().skip(n).all(|u| !u.online);
+            if exact {
+                st.converged_at.get_or_insert(recv);
+            } else {
+                st.converged_at = None;
+            }
+        }
+        resubscribe
+    }
+
+    fn on_text(&self, st: &mut SockState, text: &str, recv: u64) -> Option<String> {
         st.frames += 1;
+        st.bytes += text.len() as u64;
+        if st.frames == 1 {
+            st.first_bytes = text.len() as u64;
+        }
+        if self.mode == Mode::Page {
+            return self.on_page(st, text, recv);
+        }
+        self.on_v1_or_tutorial(st, text, recv);
+        None
+    }
+
+    fn on_v1_or_tutorial(&self, st: &mut SockState, text: &str, recv: u64) {
         let Ok(frame) = serde_json::from_str::<Frame>(text) else { return };
         match frame.parsed() {
             Parsed::Snapshot { seq, online } => {
@@ -197,7 +280,13 @@ async fn run_async() -> Result<(), String> {
     let states: Arc<Vec<Mutex<SockState>>> = Arc::new(
         (0..init.sockets.len()).map(|_| Mutex::new(SockState { bits: vec![0; words], ..Default::default() })).collect(),
     );
-    let ctx = Arc::new(Ctx { trigger: init.trigger_user.clone(), storm: init.storm.clone() });
+    let ctx = Arc::new(Ctx {
+        trigger: init.trigger_user.clone(),
+        storm: init.storm.clone(),
+        mode: init.target.mode,
+        window: init.window.as_deref().and_then(|q| Window::from_query(q, 200).ok()),
+        expect: init.expect.clone(),
+    });
     let target = Arc::new(init.target.clone());
 
     // Connect everything, bounded concurrency.
@@ -219,8 +308,12 @@ async fn run_async() -> Result<(), String> {
                     match ws.next().await {
                         Some(Ok(Message::Text(t))) => {
                             let recv = now_us();
-                            let mut st = states[i].lock().expect("state");
-                            ctx.on_text(&mut st, t.as_str(), recv);
+                            let resubscribe = ctx.on_text(&mut states[i].lock().expect("state"), t.as_str(), recv);
+                            if let Some(request) = resubscribe {
+                                if let Err(e) = ws.send(Message::text(request)).await {
+                                    break format!("error: {e}");
+                                }
+                            }
                         }
                         Some(Ok(Message::Close(f))) => {
                             break f
@@ -275,6 +368,8 @@ async fn run_async() -> Result<(), String> {
                 for st in states.iter() {
                     let mut st = st.lock().expect("state");
                     st.mark = st.frames;
+                    st.mark_bytes = st.bytes;
+                    st.ops_max = 0;
                 }
                 out_line(&Stats::default())
             }
@@ -295,6 +390,10 @@ fn report(states: &[Mutex<SockState>], changes: &[Change]) -> Report {
         r.converged_at_us.push(st.converged_at);
         r.seq_gaps += st.seq_gaps;
         r.snapshots += st.snapshots;
+        r.bytes_total += st.bytes;
+        r.bytes_since_mark.push(st.bytes - st.mark_bytes);
+        r.first_frame_bytes.push(st.first_bytes);
+        r.ops_max_since_mark = r.ops_max_since_mark.max(st.ops_max);
         if let Some(reason) = &st.closed {
             r.closed += 1;
             if r.close_reasons.len() < 5 {

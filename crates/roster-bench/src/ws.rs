@@ -1,5 +1,6 @@
 //! WebSocket side: connecting from a chosen loopback source address, and parsing the
-//! tutorial frames (`{"username","is_logged_in"}`) and `roster.v1` snapshot/diff frames.
+//! tutorial frames (`{"username","is_logged_in"}`) and `roster.v1` snapshot/diff frames
+//! (`roster.v2` frames are parsed with the presence crate's own types: see the worker).
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -26,13 +27,16 @@ pub enum Mode {
     Tutorial,
     /// Roster's `roster.v1` subprotocol (snapshot + batched diffs).
     V1,
+    /// What Roster's built-in page speaks: `roster.v2` (live views) on the window of its
+    /// handshake URL (`--window`, the first page by default).
+    Page,
     /// The floor server: no authentication; changes are broadcast frames sent by a client.
     Floor,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
-    /// `ws://host:port/users/`
+    /// `ws://host:port/users/` (page mode: with the window's query string)
     pub ws_url: String,
     /// `http://host:port` sent as `Origin` (Django's AllowedHostsOriginValidator needs one).
     pub origin: String,
@@ -40,10 +44,11 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(base: &str, mode: Mode) -> Self {
+    pub fn new(base: &str, mode: Mode, window: &str) -> Self {
         let base = base.trim_end_matches('/');
         let rest = base.strip_prefix("http://").unwrap_or(base);
-        Target { ws_url: format!("ws://{rest}/users/"), origin: format!("http://{rest}"), mode }
+        let query = if mode == Mode::Page { format!("?{window}") } else { String::new() };
+        Target { ws_url: format!("ws://{rest}/users/{query}"), origin: format!("http://{rest}"), mode }
     }
     fn addr(&self) -> Result<SocketAddr, String> {
         let rest = self.ws_url.strip_prefix("ws://").ok_or("ws url")?;
@@ -73,8 +78,14 @@ pub async fn connect(target: &Target, cookie: Option<&str>, src: Option<IpAddr>)
     if let Some(c) = cookie {
         h.insert("Cookie", HeaderValue::from_str(c).map_err(|e| e.to_string())?);
     }
-    if target.mode == Mode::V1 {
-        h.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("roster.v1"));
+    match target.mode {
+        Mode::V1 => {
+            h.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("roster.v1"));
+        }
+        Mode::Page => {
+            h.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("roster.v2"));
+        }
+        Mode::Tutorial | Mode::Floor => {}
     }
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(client_config()))
         .await

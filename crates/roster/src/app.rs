@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use presence::layer::{LayerConfig, MemoryCluster};
-use presence::{Hub, HubConfig, PresenceObserver, SessionKey, UserId};
+use presence::{AccountList, Hub, HubConfig, PresenceObserver, SessionKey, UserId};
 use presence_redis::{RedisLayer, RedisLayerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -83,7 +83,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact_url(&settings.db.database_url)))?;
         store.migrate().await?;
-        let registered = store.count_users().await?;
+        let accounts = load_accounts(&store).await?;
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -123,9 +123,9 @@ impl Application {
             match redis {
                 None => {
                     let layer = MemoryCluster::new(layer_config).node();
-                    Hub::start(hub_config, registered, layer, observer, shutdown.clone())?
+                    Hub::start_with(hub_config, accounts, layer, observer, shutdown.clone())?
                 }
-                Some(layer) => Hub::start(hub_config, registered, layer, observer, shutdown.clone())?,
+                Some(layer) => Hub::start_with(hub_config, accounts, layer, observer, shutdown.clone())?,
             }
         };
 
@@ -231,6 +231,20 @@ fn default_node_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Every account, for the hub's directory (live views): one query, once. Searches and the order
+/// of online users use the same key as the store's `username_key` ([`crate::accounts::username_key`]).
+async fn load_accounts(store: &Store) -> anyhow::Result<AccountList> {
+    let started = std::time::Instant::now();
+    let rows = store.all_accounts().await?;
+    let mut accounts = AccountList::new(crate::accounts::username_key);
+    accounts.reserve(rows.len());
+    for row in &rows {
+        accounts.push(row.id, &row.username, Some(&row.username_key), row.last_seen);
+    }
+    tracing::info!(accounts = rows.len(), ms = started.elapsed().as_millis() as u64, "accounts loaded for live views");
+    Ok(accounts)
+}
+
 /// How long a shutdown waits for socket tasks to send their close frames (a peer that stopped
 /// reading cannot make it wait longer).
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -241,7 +255,8 @@ const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Accounts and sessions can be changed by another process (`roster user
 /// create|deactivate|delete|set-password`, another node) and sessions expire. Every `every`:
 /// - the count of accounts is read (one row the database keeps) and this node's corrected;
-/// - the users online here are looked up in one query (O(online), never O(accounts)); a
+/// - the users online here are checked in one query (O(online), never O(accounts); only the
+///   accounts to act on come back); a
 ///   deleted user's sockets here are closed and the deletion announced to this node's watchers,
 ///   an inactive user's sockets here are closed (1008);
 /// - the sessions with sockets open here are checked in one query (chunked when large, see
@@ -265,6 +280,8 @@ async fn reconcile_accounts(
             Ok(n) => hub.set_registered_here(n),
             Err(e) => tracing::warn!(error = %e, "could not read the count of accounts"),
         }
+        // Sessions looked up more than a second ago are of no use: let their memory go.
+        sessions.purge(std::time::Instant::now());
         check_online_accounts(&store, &hub, &sessions).await;
         close_ended_sessions(&store, &hub, &sessions).await;
     }
@@ -276,28 +293,21 @@ async fn check_online_accounts(store: &Store, hub: &Hub, sessions: &SessionCache
     if online.is_empty() {
         return;
     }
-    let found = match store.users_by_id(&online).await {
-        Ok(users) => users,
+    let found = match store.gone_or_inactive(&online).await {
+        Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "could not check the accounts of online users");
             return;
         }
     };
-    let active: std::collections::HashMap<UserId, bool> = found.iter().map(|u| (u.id, u.is_active)).collect();
-    for id in online {
-        match active.get(&id) {
-            None => {
-                tracing::info!(user_id = id, "account deleted: closing its sockets");
-                sessions.forget_user(id);
-                hub.close_user_here(id, true);
-            }
-            Some(false) => {
-                tracing::info!(user_id = id, "account deactivated: closing its sockets");
-                sessions.forget_user(id);
-                hub.close_user_here(id, false);
-            }
-            Some(true) => {}
+    for (id, exists) in found {
+        if exists {
+            tracing::info!(user_id = id, "account deactivated: closing its sockets");
+        } else {
+            tracing::info!(user_id = id, "account deleted: closing its sockets");
         }
+        sessions.forget_user(id);
+        hub.close_user_here(id, !exists);
     }
 }
 

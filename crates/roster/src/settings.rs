@@ -208,7 +208,8 @@ pub struct ServeArgs {
     /// How often presence changes are sent out: the first change after a quiet tick goes out at
     /// once; changes that arrive within a tick of the last batch wait for the next one. Under
     /// load a batch also waits (up to 10 ticks) until the sockets have taken the previous one.
-    /// `0s` sends every change at once.
+    /// A live view's window (the page) gets at most one frame per 5 ticks. `0s` sends every
+    /// change at once.
     #[arg(long, env = "ROSTER_TICK", default_value = "100ms", value_parser = parse_duration)]
     pub tick: Duration,
 

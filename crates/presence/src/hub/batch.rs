@@ -5,11 +5,12 @@
 //! No locks and no tokio: the hub calls these under its own locks. Knows nothing of sockets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::ring::{Progress, RingItem};
+use super::views::SearchKey;
 use crate::event::Event;
 use crate::protocol::{self, Diff, OfflineUser, Snapshot};
 use crate::{UserId, UserRef};
@@ -26,12 +27,17 @@ pub(super) struct Batch {
     pub(super) v1: Bytes,
     /// The roster.v1 diff as one WebSocket frame.
     pub(super) v1_wire: Bytes,
-    /// Receivers when it was sent, and how many of them have taken it (or closed): the hub paces
-    /// the next batch on this (see `pacing.rs`).
-    pub(super) receivers: usize,
-    pub(super) taken: AtomicUsize,
-    /// When it was last taken (nanoseconds on the hub's clock).
-    pub(super) last_taken_ns: AtomicU64,
+    /// How far the sockets have got with this flush: the hub paces the next one on it.
+    pub(super) progress: Arc<Progress>,
+}
+
+impl RingItem for Batch {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn progress(&self) -> &Progress {
+        &self.progress
+    }
 }
 
 /// `json` as one WebSocket text frame, and the JSON inside it (a slice of the same buffer).
@@ -47,8 +53,9 @@ pub(super) fn framed(json: &[u8]) -> (Bytes, Bytes) {
 /// apply on top of it.
 pub(super) struct Published {
     pub(super) seq: u64,
-    /// Online users sorted by (lowercase username, id).
+    /// Online users sorted by (search key, id): the order of the list's online part.
     online: BTreeMap<(Box<str>, UserId), UserRef>,
+    key: SearchKey,
     pub(super) registered: u64,
     /// The snapshot of this seq as (JSON text, WebSocket frame), built on first demand.
     frame: Option<(Bytes, Bytes)>,
@@ -56,13 +63,13 @@ pub(super) struct Published {
     sorted: Option<Arc<[UserRef]>>,
 }
 
-fn sort_key(u: &UserRef) -> (Box<str>, UserId) {
-    (u.username.to_lowercase().into_boxed_str(), u.id)
-}
-
 impl Published {
-    pub(super) fn new(registered: u64) -> Published {
-        Published { seq: 0, online: BTreeMap::new(), registered, frame: None, sorted: None }
+    pub(super) fn new(registered: u64, key: SearchKey) -> Published {
+        Published { seq: 0, online: BTreeMap::new(), key, registered, frame: None, sorted: None }
+    }
+
+    fn sort_key(&self, u: &UserRef) -> (Box<str>, UserId) {
+        ((self.key)(&u.username).into_boxed_str(), u.id)
     }
 
     pub(super) fn snapshot(&self) -> Snapshot {
@@ -140,11 +147,11 @@ impl Published {
         for (u, last_seen) in order {
             match last_seen {
                 None => {
-                    self.online.insert(sort_key(&u), u.clone());
+                    self.online.insert(self.sort_key(&u), u.clone());
                     diff.online.push(u);
                 }
                 Some(last_seen) => {
-                    self.online.remove(&sort_key(&u));
+                    self.online.remove(&self.sort_key(&u));
                     diff.offline.push(OfflineUser { id: u.id, username: u.username.clone(), last_seen });
                 }
             }
@@ -168,16 +175,14 @@ pub(super) struct Encoded {
 }
 
 impl Encoded {
-    pub(super) fn into_batch(self, receivers: usize, now_ns: u64) -> Batch {
+    pub(super) fn into_batch(self, progress: Arc<Progress>) -> Batch {
         Batch {
             seq: self.seq,
             tutorial: self.tutorial,
             tutorial_wire: self.tutorial_wire,
             v1: self.v1,
             v1_wire: self.v1_wire,
-            receivers,
-            taken: AtomicUsize::new(0),
-            last_taken_ns: AtomicU64::new(now_ns),
+            progress,
         }
     }
 }

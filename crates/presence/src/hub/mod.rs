@@ -14,6 +14,8 @@
 //! - `ring.rs`: the bounded broadcast ring of batches that a group of sockets reads.
 //! - `pacing.rs`: when the next batch may go.
 //! - `connection.rs`: one socket's view: snapshot, batches, close requests, lag policy.
+//! - `views/`: live views (roster.v2): the directory of every account, the list order, one group
+//!   (and ring) per distinct window, one encoded frame per group and batch.
 //! - `task.rs`: the hub task that drives it all.
 //!
 //! # How a change flows
@@ -26,7 +28,9 @@
 //! lone change after a quiet tick goes out at once; whatever arrives during a flush or within
 //! `tick` after it waits for the next flush. Under load the next flush also waits until the
 //! sockets have taken the previous batch (`pacing.rs`). Each batch is serialized once per protocol
-//! and sent as one `Arc<Batch>` on a ring every socket reads.
+//! and sent as one `Arc<Batch>` on the ring every tutorial and roster.v1 socket reads; the same
+//! events update the live views, and every view group whose window or counts changed gets one
+//! frame on its own ring.
 //!
 //! Lag policy of the ring (`queue_capacity` batches): a [`Connection`] that falls further behind
 //! gets a fresh snapshot (roster.v1) or `Close { code: 1013 }` (tutorial). Never a silent gap, and
@@ -41,6 +45,7 @@ mod replica;
 mod ring;
 mod task;
 mod types;
+mod views;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,17 +56,28 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::Connection;
-pub use types::{ConnectError, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, Session};
+pub use types::{ConnectError, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, Session, WatchError};
+pub use views::{lowercase_key, AccountList, SearchKey};
 
 use crate::event::{Change, Delivery, Event, SessionKey};
 use crate::layer::{Layer, LayerError, LayerStatus};
+use crate::protocol::views::Window;
 use crate::protocol::{Snapshot, CLOSE_ACCOUNT_DISABLED, CLOSE_LOGGED_OUT};
 use crate::{UserId, UserRef};
-use batch::{Batch, Published};
+use batch::{framed, Batch, Published};
 use clock::Clock;
+use connection::{Feed, ViewFeed};
 use registry::{Registry, SocketShared};
 use replica::{Effects, Replica};
-use ring::Ring;
+use ring::{Progress, Ring};
+use views::{GroupFrame, Views};
+
+/// Frames a live view group's ring holds (at most `queue_capacity`): a view socket further
+/// behind gets its window's snapshot, which is small.
+pub const VIEW_RING: usize = 64;
+/// A live view group sends at most one frame per this many ticks (see `views/mod.rs`, "Pacing
+/// per group"); a change after a quiet interval still goes out at once.
+pub const VIEW_INTERVAL_TICKS: u32 = 5;
 
 /// Everything socket opens, closes and deliveries mutate. Guarded by a std `Mutex`: critical
 /// sections are short, synchronous, and never span an `.await`.
@@ -81,8 +97,10 @@ struct Inner {
     config: HubConfig,
     core: Mutex<Core>,
     published: Mutex<Published>,
-    /// The ring every socket reads (the whole online set).
-    ring: Ring,
+    /// The ring every tutorial and roster.v1 socket reads (the whole online set).
+    ring: Ring<Batch>,
+    /// Live views: the directory, the list order and the groups of roster.v2 sockets.
+    views: Mutex<Views>,
     /// Wakes the hub task: queued changes or events, a new deadline, a batch fully taken.
     wake: Notify,
     shutdown: CancellationToken,
@@ -159,23 +177,47 @@ impl Inner {
         self.cluster_resyncs.fetch_add(fx.resyncs, Ordering::Relaxed);
     }
 
-    /// Flushes the pending events as one batch. Only the hub task calls this, so batches leave in
-    /// seq order.
-    fn flush(&self) -> Option<Arc<Batch>> {
-        let (events, online_count, registered) = {
+    /// Flushes the pending events as one batch, and the live view groups that are due. Only the
+    /// hub task calls this, so batches leave in seq order. Returns the flush's progress (the hub
+    /// paces the next one on it), or `None` if there was nothing to send.
+    fn flush(&self) -> Option<Arc<Progress>> {
+        let (events, online_count, registered, counts_changed) = {
             let mut core = lock(&self.core);
-            if core.pending.is_empty() && !core.counts_changed {
+            let counts_changed = std::mem::take(&mut core.counts_changed);
+            if core.pending.is_empty() && !counts_changed {
                 return None;
             }
-            core.counts_changed = false;
-            (std::mem::take(&mut core.pending), core.replica.online_count() as u64, core.replica.registered())
+            (std::mem::take(&mut core.pending), core.replica.online_count(), core.replica.registered(), counts_changed)
         };
         // The snapshot moves to this batch before it is sent: a connection that reads the
-        // snapshot at `seq` has already subscribed, so it receives every batch after it.
-        let encoded = lock(&self.published).encode(&events, online_count, registered);
-        let batch = self.ring.send(encoded, &self.clock);
-        self.batches_sent.fetch_add(1, Ordering::Relaxed);
-        Some(batch)
+        // snapshot at `seq` has already subscribed, so it receives every batch after it. The same
+        // holds for a view group's snapshot and its frames.
+        // Events, or counts that changed without one (the store's count of accounts).
+        let encoded = (!events.is_empty() || counts_changed)
+            .then(|| lock(&self.published).encode(&events, online_count as u64, registered));
+        let now = self.clock.now();
+        let views = lock(&self.views).apply(&events, online_count as u64, registered, now);
+        if encoded.is_none() && views.is_empty() {
+            return None;
+        }
+        // One progress for the whole flush: every socket with something to take counts.
+        let main = if encoded.is_some() { self.ring.receivers() } else { 0 };
+        let receivers = main + views.iter().map(|v| v.group.ring.receivers()).sum::<usize>();
+        let progress = Arc::new(Progress::new(receivers, self.clock.ns(now)));
+        if let Some(encoded) = encoded {
+            self.ring.send(Arc::new(encoded.into_batch(progress.clone())));
+            self.batches_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        for v in views {
+            let (wire, text) = framed(&v.json);
+            v.group.ring.send(Arc::new(GroupFrame { seq: v.seq, text, wire, progress: progress.clone() }));
+        }
+        Some(progress)
+    }
+
+    /// When a live view group waiting for its interval is due.
+    fn views_due(&self) -> Option<tokio::time::Instant> {
+        lock(&self.views).next_due().map(tokio::time::Instant::from_std)
     }
 }
 
@@ -194,7 +236,8 @@ impl fmt::Debug for Hub {
 impl Hub {
     /// Joins the cluster through `layer` and starts the hub's task (which leaves the cluster and
     /// stops when `shutdown` is cancelled). `registered_count` is this node's count of accounts
-    /// (the cluster's count wins if it has one). Must be called inside a tokio runtime.
+    /// (the cluster's count wins if it has one). Must be called inside a tokio runtime. Live
+    /// views then know only the accounts that events name: see [`Hub::start_with`].
     pub fn start<L: Layer>(
         config: HubConfig,
         registered_count: u64,
@@ -202,6 +245,20 @@ impl Hub {
         observer: Arc<dyn PresenceObserver>,
         shutdown: CancellationToken,
     ) -> Result<(Hub, JoinHandle<()>), LayerError> {
+        Hub::start_with(config, AccountList::count_only(registered_count), layer, observer, shutdown)
+    }
+
+    /// [`Hub::start`] with every account (for live views; their number is the registered count).
+    /// Builds the directory and the list order: O(accounts log accounts), once.
+    pub fn start_with<L: Layer>(
+        config: HubConfig,
+        accounts: AccountList,
+        layer: L,
+        observer: Arc<dyn PresenceObserver>,
+        shutdown: CancellationToken,
+    ) -> Result<(Hub, JoinHandle<()>), LayerError> {
+        let registered_count = accounts.registered();
+        let key = accounts.key;
         let deliveries = layer.join(registered_count)?;
         let layer = Arc::new(layer);
         let status = layer.clone();
@@ -213,8 +270,13 @@ impl Hub {
                 outbox: Vec::new(),
                 counts_changed: false,
             }),
-            published: Mutex::new(Published::new(registered_count)),
+            published: Mutex::new(Published::new(registered_count, key)),
             ring: Ring::new(config.queue_capacity),
+            views: Mutex::new(Views::new(
+                accounts,
+                config.queue_capacity.clamp(1, VIEW_RING),
+                config.tick * VIEW_INTERVAL_TICKS,
+            )),
             config: HubConfig { queue_capacity: config.queue_capacity.max(1), ..config },
             wake: Notify::new(),
             shutdown,
@@ -237,28 +299,62 @@ impl Hub {
     }
 
     /// Registers a socket of `user` in `session`. Dropping the returned [`Connection`] closes it.
+    /// A roster.v2 socket watches the first page of the whole list (200 users); see
+    /// [`Hub::watch`] to pick the window.
     pub fn connect(
         &self,
         user: UserRef,
         session: impl Into<Session>,
         protocol: Protocol,
     ) -> Result<Connection, ConnectError> {
+        match protocol {
+            Protocol::RosterV2 => self.watch(user, session, &Window::default()),
+            _ => self.register(user, session.into(), protocol, None),
+        }
+    }
+
+    /// Registers a roster.v2 socket of `user` in `session` watching `window` (the window of its
+    /// handshake; the client's request id for it is 0). Its first frame is the window's snapshot.
+    pub fn watch(
+        &self,
+        user: UserRef,
+        session: impl Into<Session>,
+        window: &Window,
+    ) -> Result<Connection, ConnectError> {
+        self.register(user, session.into(), Protocol::RosterV2, Some(window))
+    }
+
+    fn register(
+        &self,
+        user: UserRef,
+        session: Session,
+        protocol: Protocol,
+        window: Option<&Window>,
+    ) -> Result<Connection, ConnectError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(ConnectError::ShuttingDown);
         }
-        let session = session.into();
         let expires_at = session.expires_at;
         let uid = user.id;
         let id = inner.next_socket.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(SocketShared::default());
         // Subscribe before the socket counts: every batch flushed from now on reaches it.
-        let rx = inner.ring.subscribe();
+        let (feed, seen) = match window {
+            None => (Feed::Batches(inner.ring.subscribe()), lock(&inner.published).seq),
+            Some(window) => {
+                let mut views = lock(&inner.views);
+                let key = views.key(window);
+                let (group, rx, seq) = views.join(&key);
+                (Feed::View(ViewFeed::new(key, group, rx, 0)), seq)
+            }
+        };
         let now_ms = inner.now_ms();
-        {
+        let added = {
             let mut core = lock(&inner.core);
-            if let Some(up) = core.registry.add(user, session, id, shared.clone(), now_ms)? {
-                core.outbox.push(up);
+            let added = core.registry.add(user, session, id, shared.clone(), now_ms);
+            if let Ok(Some(up)) = &added {
+                core.outbox.push(up.clone());
             }
             // A session ending before every other one: the task must shorten its sleep.
             let earliest = expires_at.is_some() && core.registry.next_expiry() == expires_at;
@@ -266,21 +362,28 @@ impl Hub {
             if earliest {
                 inner.wake.notify_one();
             }
+            added
+        };
+        if let Err(e) = added {
+            if let Feed::View(v) = &feed {
+                lock(&inner.views).leave(&v.key);
+            }
+            return Err(e);
         }
         Ok(Connection {
             inner: inner.clone(),
             shared,
-            rx,
+            feed,
             user: uid,
             id,
             protocol,
-            resync: protocol == Protocol::RosterV1,
+            resync: protocol != Protocol::Tutorial,
             skip_upto: 0,
             cursor: None,
             closed: None,
             wire: false,
             frames_in_out: 1,
-            seen: lock(&inner.published).seq,
+            seen,
         })
     }
 
@@ -417,6 +520,10 @@ impl Hub {
             let core = lock(&i.core);
             (core.registry.sockets_open(), core.replica.online_count(), core.replica.registered())
         };
+        let (view_groups, directory_accounts) = {
+            let views = lock(&i.views);
+            (views.groups(), views.accounts())
+        };
         HubStats {
             sockets_open,
             users_online,
@@ -428,6 +535,8 @@ impl Hub {
             max_queue_depth: i.ring.max_depth(),
             queue_capacity: i.config.queue_capacity,
             cluster_resyncs: i.cluster_resyncs.load(Ordering::Relaxed),
+            view_groups,
+            directory_accounts,
         }
     }
 }

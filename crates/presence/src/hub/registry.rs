@@ -83,7 +83,8 @@ impl Registry {
         }
         let uid = user.id;
         let first = !self.users.contains_key(&uid);
-        let sockets = self.users.entry(uid).or_default();
+        // Most users have one socket here: room for one (a Vec starts at four).
+        let sockets = self.users.entry(uid).or_insert_with(|| Vec::with_capacity(1));
         if sockets.len() >= self.max_per_user {
             return Err(ConnectError::TooManySockets { limit: self.max_per_user });
         }

@@ -1,6 +1,7 @@
 //! The hub task: hands this node's changes to the layer, applies the cluster's deliveries, closes
-//! expired sessions, and flushes batches on the pacing's schedule, until shutdown. At shutdown it
-//! tells every socket to close (1001), leaves the cluster, and hears out what the leave caused.
+//! expired sessions, and flushes batches (and live view groups whose interval has passed) on the
+//! pacing's schedule, until shutdown. At shutdown it tells every socket to close (1001), leaves
+//! the cluster, and hears out what the leave caused.
 //!
 //! Generic over the [`Layer`] (the hub itself is not): see docs/decisions.md.
 
@@ -53,18 +54,24 @@ pub(super) async fn run<L: Layer>(inner: Arc<Inner>, layer: Arc<L>, mut deliveri
         }
 
         let now = Instant::now();
+        let mut wake_at = next_expiry.map(|ms| Instant::from_std(inner.clock.instant_of(ms)));
+        // Live view groups that waited for their interval flush like pending events.
+        let views_due = inner.views_due();
         let has_pending = {
             let core = lock(&inner.core);
             !core.pending.is_empty() || core.counts_changed
-        };
-        let mut wake_at = next_expiry.map(|ms| Instant::from_std(inner.clock.instant_of(ms)));
+        } || views_due.is_some_and(|due| due <= now);
+        if let Some(due) = views_due.filter(|due| *due > now) {
+            wake_at = Some(wake_at.map_or(due, |w| w.min(due)));
+        }
         if has_pending {
             match last.as_ref().map(|p| p.next_flush(&inner.clock, tick)) {
                 Some(ready) if ready > now => wake_at = Some(wake_at.map_or(ready, |w| w.min(ready))),
                 _ => {
-                    if let Some(batch) = inner.flush() {
-                        last = Some(Pacing { at: now, batch });
+                    if let Some(progress) = inner.flush() {
+                        last = Some(Pacing { at: now, progress });
                     }
+                    // (A flush leaves no group due: those it did not send wait for a later time.)
                     continue;
                 }
             }

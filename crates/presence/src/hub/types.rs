@@ -2,7 +2,7 @@
 //! the observer the server plugs in. Plain types; no locking, no tasks.
 
 use crate::event::SessionKey;
-use crate::protocol::{close_reason, ROSTER_V1};
+use crate::protocol::{close_reason, ROSTER_V1, ROSTER_V2};
 use crate::UserId;
 
 /// Settings of a [`crate::Hub`]. (The grace period belongs to the cluster: see
@@ -18,6 +18,8 @@ pub struct HubConfig {
     /// Batches a socket may fall behind before it is resynced (roster.v1) or closed (tutorial).
     /// Each batch is one roster.v1 frame (or the tutorial frames of one tick). The ring holding
     /// them is shared by all sockets, so this is also the bound on what a stalled socket pins.
+    /// A live view group's ring holds at most [`crate::hub::VIEW_RING`] of them (a view's
+    /// snapshot is small, so a lagging view socket is resynced sooner).
     pub queue_capacity: usize,
 }
 
@@ -49,18 +51,26 @@ impl PresenceObserver for () {
 pub enum Protocol {
     /// The tutorial's `{"username","is_logged_in"}` frames (no subprotocol asked).
     Tutorial,
-    /// Snapshot then diffs (subprotocol [`ROSTER_V1`]).
+    /// Snapshot then diffs of the whole online set (subprotocol [`ROSTER_V1`]).
     RosterV1,
+    /// Live views: a window of the list, its snapshot then operations (subprotocol
+    /// [`ROSTER_V2`]; see [`crate::protocol::views`]).
+    RosterV2,
 }
 
 impl Protocol {
-    /// Picks the protocol from the subprotocols a client offered (`Sec-WebSocket-Protocol`).
+    /// Picks the protocol from the subprotocols a client offered (`Sec-WebSocket-Protocol`): the
+    /// newest one offered.
     pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Protocol {
-        if offered.into_iter().any(|p| p.trim() == ROSTER_V1) {
-            Protocol::RosterV1
-        } else {
-            Protocol::Tutorial
+        let mut picked = Protocol::Tutorial;
+        for p in offered {
+            match p.trim() {
+                ROSTER_V2 => return Protocol::RosterV2,
+                ROSTER_V1 => picked = Protocol::RosterV1,
+                _ => {}
+            }
         }
+        picked
     }
 
     /// The subprotocol to answer with, if any.
@@ -68,6 +78,7 @@ impl Protocol {
         match self {
             Protocol::Tutorial => None,
             Protocol::RosterV1 => Some(ROSTER_V1),
+            Protocol::RosterV2 => Some(ROSTER_V2),
         }
     }
 }
@@ -95,6 +106,15 @@ pub enum ConnectError {
     SessionExpired,
     #[error("the presence hub is shutting down")]
     ShuttingDown,
+}
+
+/// Why [`crate::Connection::watch`] refused to change windows (nothing changed).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WatchError {
+    #[error("only roster.v2 sockets watch windows")]
+    NotAView,
+    #[error("too many view changes; wait a moment")]
+    TooFast,
 }
 
 /// What a socket loop must do next.
@@ -130,4 +150,8 @@ pub struct HubStats {
     pub queue_capacity: usize,
     /// Resyncs from the cluster (a gap or a reconnect of the layer) applied by this node.
     pub cluster_resyncs: u64,
+    /// Live views: distinct windows watched (one group, one ring each).
+    pub view_groups: usize,
+    /// Accounts in the directory the views are computed from.
+    pub directory_accounts: usize,
 }

@@ -82,6 +82,8 @@ fn tutorial(b: &Bytes) -> (String, bool) {
 
 const SOON: Duration = Duration::from_millis(500);
 
+mod views;
+
 /// A roster.v1 client: applies snapshot + diffs, checking seq numbers.
 #[derive(Default, Debug)]
 struct Client {

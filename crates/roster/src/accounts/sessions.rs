@@ -46,9 +46,14 @@ const SESSION_CACHE_MAX: usize = 100_000;
 /// in flight meanwhile is not cached (see [`SessionCache::epoch`]). A session ended by another
 /// process without a cluster (`roster user set-password` on a single node) stops working here
 /// within the TTL.
+///
+/// Entries older than the TTL are useless, so they are dropped: whenever the map has doubled
+/// since the last sweep (amortised O(1) per `put`) and on [`SessionCache::purge`] (the account
+/// reconciler calls it every 2 s). Otherwise 15,000 people connecting once would each leave an
+/// entry (with its user row) behind for good.
 #[derive(Default)]
 pub struct SessionCache {
-    entries: Mutex<HashMap<String, Cached>>,
+    entries: Mutex<Entries>,
     /// Bumped by every `forget`: see [`SessionCache::epoch`].
     epoch: AtomicU64,
 }
@@ -61,16 +66,42 @@ struct Cached {
     expires_at: i64,
 }
 
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, Cached>,
+    /// Sweep when the map reaches this size.
+    sweep_at: usize,
+}
+
+/// The smallest map size that triggers a sweep from `put`.
+const SESSION_CACHE_SWEEP_MIN: usize = 1024;
+
+impl Entries {
+    /// Drops the entries older than the TTL; gives memory back once the map is mostly empty.
+    fn sweep(&mut self, now: Instant) {
+        self.map.retain(|_, c| now.saturating_duration_since(c.at) < SESSION_CACHE_TTL);
+        if self.map.len() * 4 < self.map.capacity() {
+            self.map.shrink_to_fit();
+        }
+        self.sweep_at = (self.map.len() * 2).max(SESSION_CACHE_SWEEP_MIN);
+    }
+}
+
 impl SessionCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the expired entries.
+    pub fn purge(&self, now: Instant) {
+        self.lock().sweep(now);
     }
 
     /// The cached user of session `hash`, if looked up less than the TTL before `now` and the
     /// session has not expired at `now_ms`.
     pub fn get(&self, hash: &str, now: Instant, now_ms: i64) -> Option<(User, i64)> {
-        let map = self.lock();
-        let c = map.get(hash)?;
+        let entries = self.lock();
+        let c = entries.map.get(hash)?;
         (now.saturating_duration_since(c.at) < SESSION_CACHE_TTL && now_ms < c.expires_at)
             .then(|| (c.user.clone(), c.expires_at))
     }
@@ -84,29 +115,38 @@ impl SessionCache {
 
     /// Caches a looked-up session, unless something was forgotten since `epoch` was read.
     pub fn put(&self, hash: String, user: User, expires_at: i64, now: Instant, epoch: u64) {
-        let mut map = self.lock();
+        let mut entries = self.lock();
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
-        if map.len() >= SESSION_CACHE_MAX {
-            map.retain(|_, c| now.saturating_duration_since(c.at) < SESSION_CACHE_TTL);
-            if map.len() >= SESSION_CACHE_MAX {
-                map.clear();
+        if entries.map.len() >= entries.sweep_at.max(SESSION_CACHE_SWEEP_MIN) {
+            entries.sweep(now);
+            if entries.map.len() >= SESSION_CACHE_MAX {
+                entries.map.clear();
             }
         }
-        map.insert(hash, Cached { at: now, user, expires_at });
+        entries.map.insert(hash, Cached { at: now, user, expires_at });
     }
 
     pub fn forget(&self, hash: &str) {
-        let mut map = self.lock();
+        let mut entries = self.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        map.remove(hash);
+        entries.map.remove(hash);
     }
 
     pub fn forget_user(&self, user_id: i64) {
-        let mut map = self.lock();
+        let mut entries = self.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        map.retain(|_, c| c.user.id != user_id);
+        entries.map.retain(|_, c| c.user.id != user_id);
+    }
+
+    /// Entries held (expired ones included, until the next sweep).
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -164,6 +204,24 @@ mod tests {
         cache.put("a".into(), user(1), 5_000, t0, cache.epoch());
         assert_eq!(cache.get("a", t0, 4_999).map(|(u, _)| u.id), Some(1));
         assert!(cache.get("a", t0, 5_000).is_none(), "not at expires_at, however fresh the entry");
+    }
+
+    #[test]
+    fn session_cache_drops_what_has_expired() {
+        let cache = SessionCache::default();
+        let t0 = Instant::now();
+        for i in 0..5_000 {
+            cache.put(format!("s{i}"), user(i), i64::MAX, t0, cache.epoch());
+        }
+        // A second later, the next puts sweep the old ones out as the map grows.
+        let t1 = t0 + SESSION_CACHE_TTL;
+        for i in 0..5_000 {
+            cache.put(format!("t{i}"), user(i), i64::MAX, t1, cache.epoch());
+        }
+        assert!(cache.len() < 8_000, "old entries were swept: {}", cache.len());
+        assert_eq!(cache.get("t1", t1, 0).map(|(u, _)| u.id), Some(1), "fresh ones stay");
+        cache.purge(t1 + SESSION_CACHE_TTL);
+        assert!(cache.is_empty());
     }
 
     #[test]

@@ -8,14 +8,15 @@
 //!
 //! Nothing here is O(all accounts) per request: lookups go through primary keys or unique
 //! indexes, the user list walks `users_last_seen_idx` (see [`Store::list_users`]) and the admin
-//! pages walk the `username_key` index (see [`Store::users_by_key_page`]).
+//! pages walk the `username_key` index (see [`Store::users_by_key_page`]). [`Store::all_accounts`]
+//! is the exception, meant for start-up.
 //!
 //! This module knows nothing of HTTP, password hashing or username rules: callers pass the
 //! normalised `username_key` and an already computed password hash.
 //!
 //! # Layout
 //! - `error.rs`: [`StoreError`], URL redaction.
-//! - `model.rs`: [`User`], [`NewUser`], [`ListQuery`], [`KeyPage`].
+//! - `model.rs`: [`User`], [`NewUser`], [`ListQuery`], [`KeyPage`], [`AccountRow`].
 //! - `users.rs`: accounts, last seen, the user list, the admin pages' keyset pages.
 //! - `sessions.rs`: server-side sessions keyed by the hash of the cookie value.
 //! - `backup.rs`: a consistent copy of a live SQLite database in a new file.
@@ -37,7 +38,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use copy::{Copied, CopyError};
 pub use error::StoreError;
-pub use model::{KeyBound, KeyPage, ListQuery, ListedUser, NewUser, User};
+pub use model::{AccountRow, KeyBound, KeyPage, ListQuery, ListedUser, NewUser, User};
 
 /// Runs `$body` with `$pool` bound to the SQLite or the PostgreSQL pool. The body is compiled
 /// once per backend, so it must type-check against both.
@@ -53,6 +54,14 @@ pub(crate) use on_pool;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// SQLite's page cache per connection, KiB.
+const SQLITE_CACHE_KIB: u32 = 512;
+/// Pooled SQLite connections (sqlx's default is 10). Each is a thread with its own page cache
+/// and, in glibc, soon its own malloc arena; SQLite has one writer anyway, and 4 readers keep 2
+/// cores busy (the list page served the same 7,000 requests/s with 4 as with 10). Measured at
+/// 15,000 distinct users connecting: about 250 B less RSS per socket.
+const SQLITE_CONNECTIONS: u32 = 4;
 
 /// How long a connection waits for a lock (SQLite) or for a free pooled connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,8 +99,21 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(BUSY_TIMEOUT);
-            let pool = SqlitePoolOptions::new().acquire_timeout(BUSY_TIMEOUT).connect_with(options).await?;
+                .busy_timeout(BUSY_TIMEOUT)
+                // SQLite's own page cache (default 2 MiB) per pooled connection: with 10 of them,
+                // 20 MiB grew while 15,000 distinct users' sessions were looked up, though the
+                // file's pages are in the kernel's cache anyway.
+                .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"));
+            // No ping before every query: the connection is a file handle in this process, and
+            // the ping was a second round trip to the connection's worker thread per query
+            // (measured: 8% of the server's CPU while 15,000 distinct users connect). And few
+            // connections (see SQLITE_CONNECTIONS).
+            let pool = SqlitePoolOptions::new()
+                .acquire_timeout(BUSY_TIMEOUT)
+                .test_before_acquire(false)
+                .max_connections(SQLITE_CONNECTIONS)
+                .connect_with(options)
+                .await?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new().acquire_timeout(BUSY_TIMEOUT).connect(url).await?;

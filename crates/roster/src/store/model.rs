@@ -70,6 +70,16 @@ pub struct ListedUser {
     pub last_seen: Option<i64>,
 }
 
+/// An account as the presence hub's directory holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: i64,
+    pub username: String,
+    pub username_key: String,
+    /// Unix milliseconds; `None` if never seen.
+    pub last_seen: Option<i64>,
+}
+
 /// One page of the offline part of the user list.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ListQuery<'a> {

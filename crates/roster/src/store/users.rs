@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{json_ids, on_pool, sql_count, KeyBound, KeyPage, ListQuery, ListedUser, NewUser, Store, StoreError, User};
+use super::{
+    json_ids, on_pool, sql_count, AccountRow, KeyBound, KeyPage, ListQuery, ListedUser, NewUser, Store, StoreError,
+    User,
+};
 
 /// The column list of [`User`], as a literal so it can be `concat!`ed into static SQL.
 macro_rules! user_columns {
@@ -254,6 +257,28 @@ impl Store {
         Ok(rows.into_iter().map(|(id, username, last_seen)| ListedUser { id, username, last_seen }).collect())
     }
 
+    /// Every account's id, username, search key and last seen: what the presence hub's directory
+    /// is built from at start-up. O(all accounts), once; never per request. Like the list page,
+    /// the rows come back as one JSON array in one row (sqlx-sqlite hands each row from its
+    /// worker thread to the task: 100,000 hand-offs cost more than the query).
+    pub async fn all_accounts(&self) -> Result<Vec<AccountRow>, StoreError> {
+        let sql = match self {
+            Store::Sqlite(_) => {
+                "SELECT COALESCE(json_group_array(json_array(id, username, username_key, last_seen)), '[]') FROM users"
+            }
+            Store::Postgres(_) => {
+                "SELECT COALESCE(json_agg(json_build_array(id, username, username_key, last_seen)), '[]'::json)::text \
+                 FROM users"
+            }
+        };
+        let json: String = on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
+        let rows: Vec<(i64, String, String, Option<i64>)> = serde_json::from_str(&json).map_err(StoreError::Decode)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, username, username_key, last_seen)| AccountRow { id, username, username_key, last_seen })
+            .collect())
+    }
+
     /// The users with these ids (unknown ids are skipped), ordered by id. For the online part
     /// of the list, whose ids come from the presence core.
     pub async fn users_by_id(&self, ids: &[i64]) -> Result<Vec<User>, StoreError> {
@@ -283,6 +308,40 @@ impl Store {
                 .await?
             }
         })
+    }
+
+    /// Of these ids, the accounts that are gone or inactive: `(id, exists)`, for the account
+    /// reconciler. Only those rows come back (as one JSON array): checking 15,000 online users,
+    /// all active, returns nothing, instead of 15,000 whole rows handed over one by one.
+    pub async fn gone_or_inactive(&self, ids: &[i64]) -> Result<Vec<(i64, bool)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json: String = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COALESCE(json_group_array(json_array(v.value, u.id IS NOT NULL)), '[]') \
+                     FROM json_each($1) AS v LEFT JOIN users AS u ON u.id = v.value \
+                     WHERE u.id IS NULL OR NOT u.is_active",
+                )
+                .bind(json_ids(ids))
+                .fetch_one(pool)
+                .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COALESCE(json_agg(json_build_array(v.id, u.id IS NOT NULL)), '[]'::json)::text \
+                     FROM UNNEST($1::BIGINT[]) AS v(id) LEFT JOIN users AS u ON u.id = v.id \
+                     WHERE u.id IS NULL OR NOT u.is_active",
+                )
+                .bind(ids)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        // SQLite's booleans are 0/1 in JSON; PostgreSQL's are true/false.
+        let rows: Vec<(i64, serde_json::Value)> = serde_json::from_str(&json).map_err(StoreError::Decode)?;
+        Ok(rows.into_iter().map(|(id, exists)| (id, exists == serde_json::json!(true) || exists == 1)).collect())
     }
 
     /// Every user with `id > after_id`, by id, at most `limit` (keyset paging for the CLI:

@@ -1,7 +1,8 @@
 //! `/metrics` in the Prometheus text format: sockets open, users online, frames and batches
-//! sent, lagging clients (resynced or closed), the deepest send queue seen, HTTP latency, and
-//! the presence layer's figures (ready, reconnects, resyncs, sequence gaps, sweeps, fencings;
-//! the Redis layer also records each script's round trip as `roster_layer_redis_seconds`).
+//! sent, lagging clients (resynced or closed), the deepest send queue seen, live view groups
+//! and the accounts behind them, HTTP latency, and the presence layer's figures (ready,
+//! reconnects, resyncs, sequence gaps, sweeps, fencings; the Redis layer also records each
+//! script's round trip as `roster_layer_redis_seconds`).
 //!
 //! Hub figures are read from `Hub::stats()` at scrape time, so the hot path pays nothing for
 //! them; HTTP latency is a histogram recorded by the access log middleware, labelled only with
@@ -113,6 +114,8 @@ pub async fn render(State(app): State<AppState>) -> impl IntoResponse {
     metrics::counter!("roster_layer_seq_gaps_total").absolute(layer.seq_gaps);
     metrics::counter!("roster_layer_sweeps_total").absolute(layer.sweeps);
     metrics::counter!("roster_layer_fenced_total").absolute(layer.fenced);
+    metrics::gauge!("roster_view_groups").set(s.view_groups as f64);
+    metrics::gauge!("roster_directory_accounts").set(s.directory_accounts as f64);
     let body = HANDLE.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

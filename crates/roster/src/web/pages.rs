@@ -271,6 +271,7 @@ pub async fn user_list(
         registered_count: app.hub.registered_count(),
         q,
         page,
+        page_size: app.page_size,
         prev_url: (page > 1).then(|| link(page - 1)),
         next_url: listing.has_next.then(|| link(page + 1)),
     };

@@ -100,6 +100,8 @@ pub struct UserListPage<'a> {
     pub registered_count: u64,
     pub q: &'a str,
     pub page: u64,
+    /// Users per page (the page script asks for windows of this size).
+    pub page_size: u32,
     pub prev_url: Option<String>,
     pub next_url: Option<String>,
 }

@@ -15,6 +15,7 @@ mod proxy;
 mod session_end;
 mod session_purge;
 mod throttle;
+mod views;
 mod ws_client;
 
 use testkit::pg;

@@ -15,7 +15,7 @@ use crate::helpers::*;
 use crate::ws_client::*;
 
 /// Waits (with a deadline) until `username`'s last_seen is in the store.
-async fn wait_for_last_seen(server: &TestServer, username: &str) {
+pub(crate) async fn wait_for_last_seen(server: &TestServer, username: &str) {
     let store = server.store().await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while store.user_by_key(username).await.expect("q").expect("user").last_seen.is_none() {
@@ -252,7 +252,7 @@ async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
     assert!(metric(&metrics, "roster_lagging_resyncs_total") >= 1.0, "{metrics}");
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .and_then(|l| l.rsplit(' ').next())

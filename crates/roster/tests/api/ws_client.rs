@@ -20,6 +20,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[derive(Clone, Copy)]
 pub struct Opts<'a> {
     pub v1: bool,
+    /// roster.v2 with this handshake query (`offset=0&limit=2&q=`).
+    pub v2: Option<&'a str>,
     pub origin: Option<&'a str>,
     /// SO_RCVBUF for the client socket (a small one makes a slow reader fill up fast).
     pub recv_buffer: Option<u32>,
@@ -27,20 +29,31 @@ pub struct Opts<'a> {
     pub source: Option<&'a str>,
 }
 
-pub const TUTORIAL: Opts<'static> = Opts { v1: false, origin: None, recv_buffer: None, source: None };
-pub const V1: Opts<'static> = Opts { v1: true, origin: None, recv_buffer: None, source: None };
+pub const TUTORIAL: Opts<'static> = Opts { v1: false, v2: None, origin: None, recv_buffer: None, source: None };
+pub const V1: Opts<'static> = Opts { v1: true, v2: None, origin: None, recv_buffer: None, source: None };
+
+/// roster.v2 on the window of `query`.
+pub fn v2(query: &str) -> Opts<'_> {
+    Opts { v2: Some(query), ..TUTORIAL }
+}
 
 /// Opens `/users/` as `browser` (None: anonymous). Err carries the HTTP status of a refusal.
 pub async fn open(server: &TestServer, browser: Option<&Browser>, opts: Opts<'_>) -> Result<Ws, u16> {
-    let mut req = format!("ws://{}/users/", server.addr).into_client_request().expect("request");
+    let query = opts.v2.map(|q| format!("?{q}")).unwrap_or_default();
+    let mut req = format!("ws://{}/users/{query}", server.addr).into_client_request().expect("request");
     let h = req.headers_mut();
     if let Some(b) = browser {
         h.insert("cookie", HeaderValue::from_str(&b.cookie_header()).expect("cookie"));
     }
     let origin = opts.origin.map_or_else(|| format!("http://{}", server.addr), str::to_owned);
     h.insert("origin", HeaderValue::from_str(&origin).expect("origin"));
-    if opts.v1 {
-        h.insert("sec-websocket-protocol", HeaderValue::from_static("roster.v1"));
+    let subprotocol = match (opts.v1, opts.v2) {
+        (_, Some(_)) => Some("roster.v2"),
+        (true, None) => Some("roster.v1"),
+        (false, None) => None,
+    };
+    if let Some(p) = subprotocol {
+        h.insert("sec-websocket-protocol", HeaderValue::from_static(p));
     }
     let socket = TcpSocket::new_v4().expect("socket");
     if let Some(size) = opts.recv_buffer {
@@ -54,11 +67,11 @@ pub async fn open(server: &TestServer, browser: Option<&Browser>, opts: Opts<'_>
     let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
     match tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(stream), Some(config)).await {
         Ok((ws, response)) => {
-            if opts.v1 {
+            if let Some(p) = subprotocol {
                 assert_eq!(
                     response.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()),
-                    Some(&b"roster.v1"[..]),
-                    "the server selects roster.v1"
+                    Some(p.as_bytes()),
+                    "the server selects {p}"
                 );
             }
             Ok(ws)

@@ -9,6 +9,10 @@ mod browser;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod views;
+#[allow(dead_code)]
+#[path = "../api/ws_client.rs"]
+mod ws_client;
 
 use std::time::{Duration, Instant};
 

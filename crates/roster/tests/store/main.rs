@@ -93,6 +93,7 @@ async fn store_story(store: Store) {
     store.migrate().await.unwrap();
     store.migrate().await.unwrap(); // idempotent
     assert_eq!(store.count_users().await.unwrap(), 0);
+    assert!(store.all_accounts().await.unwrap().is_empty());
 
     // --- users
     let ann = store
@@ -204,6 +205,22 @@ async fn store_story(store: Store) {
         "last_seen never moves backwards"
     );
     assert_eq!(store.user_by_id(carol.id).await.unwrap().unwrap().last_seen, NEVER_SEEN);
+
+    // --- every account at once (the presence hub's directory)
+    let mut all = store.all_accounts().await.unwrap();
+    all.sort_by_key(|a| a.id);
+    let rows: Vec<(&str, &str, Option<i64>)> =
+        all.iter().map(|a| (a.username.as_str(), a.username_key.as_str(), a.last_seen)).collect();
+    assert_eq!(rows, [("Ann", "ann", Some(200)), ("bob", "bob", Some(300)), ("carol", "carol", NEVER_SEEN)]);
+
+    // --- the account reconciler's check: only the gone or inactive come back
+    assert!(store.set_active(bob.id, false).await.unwrap());
+    let mut odd = store.gone_or_inactive(&[ann.id, bob.id, 999_999, carol.id]).await.unwrap();
+    odd.sort();
+    assert_eq!(odd, [(bob.id, true), (999_999, false)]);
+    assert!(store.set_active(bob.id, true).await.unwrap());
+    assert!(store.gone_or_inactive(&[ann.id, bob.id]).await.unwrap().is_empty());
+    assert!(store.gone_or_inactive(&[]).await.unwrap().is_empty());
 
     // --- the list: last_seen DESC, never-seen last, then id
     let pct = store.create_user(&new_user("a%b", "a%b")).await.unwrap();
