@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod config_file;
 mod connections;
+mod exposure;
 mod hardening;
 mod helpers;
 mod metrics;
