@@ -172,9 +172,10 @@ pub fn found(location: &str) -> Response {
     (axum::http::StatusCode::FOUND, [(header::LOCATION, value)]).into_response()
 }
 
-/// A 429 with `Retry-After` (whole seconds, rounded up): every 429 the server sends goes
-/// through here or sets the header itself.
-pub fn too_many(wait: RetryAfter, mut response: Response) -> Response {
+/// A 429 with `Retry-After` (whole seconds, rounded up), counted under what was throttled:
+/// every 429 the server sends goes through here.
+pub fn too_many(what: metrics::Throttled, wait: RetryAfter, mut response: Response) -> Response {
+    what.count();
     *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs_ceil()));
     response

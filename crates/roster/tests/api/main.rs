@@ -11,6 +11,7 @@ mod helpers;
 mod metrics;
 mod operations_docs;
 mod presence;
+mod prometheus;
 mod proxy;
 mod session_end;
 mod session_purge;
