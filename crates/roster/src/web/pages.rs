@@ -278,6 +278,7 @@ pub async fn user_list(
         q,
         page,
         page_size: app.page_size,
+        reconnect_spread_ms: app.reconnect_spread.as_millis(),
         prev_url: (page > 1).then(|| link(page - 1)),
         next_url: listing.has_next.then(|| link(page + 1)),
     };
