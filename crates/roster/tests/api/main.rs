@@ -15,6 +15,7 @@ mod prometheus;
 mod proxy;
 mod session_end;
 mod session_purge;
+mod source;
 mod throttle;
 mod views;
 mod ws_client;
