@@ -10,6 +10,7 @@ use reqwest::cookie::{CookieStore, Jar};
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
 use roster::store::Store;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -307,4 +308,16 @@ pub async fn user_browser(server: &TestServer, username: &str) -> Browser {
 
 pub fn now_ms() -> i64 {
     roster::now_ms()
+}
+
+/// The same page from the JSON API (the list page's query), in the same notation.
+pub async fn api_page(server: &TestServer, b: &Browser, page: u32) -> Vec<String> {
+    let url = server.url(&format!("/api/users/?page={page}"));
+    let body: Value = b.client.get(url).send().await.expect("GET").json().await.expect("json");
+    body["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| format!("{}{}", u["username"].as_str().expect("name"), if u["online"] == true { "+" } else { "" }))
+        .collect()
 }

@@ -6,44 +6,11 @@ use futures_util::SinkExt;
 use presence::protocol::views::{view_request, PageView};
 use presence::Window;
 use reqwest::StatusCode;
-use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 use crate::presence::{metric, wait_for_last_seen};
 use crate::ws_client::*;
-
-/// Reads frames into `view` until `done` holds, or panics at the deadline.
-async fn until(view: &mut PageView, ws: &mut Ws, what: &str, done: impl Fn(&PageView) -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !(view.live && done(view)) {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match next_json_within(ws, left).await {
-            Ok(Some(frame)) => {
-                view.apply_text(frame.to_string().as_bytes()).unwrap_or_else(|gap| panic!("{gap}: {frame}"));
-            }
-            Ok(None) => panic!("socket closed while waiting for {what}; view: {view:?}"),
-            Err(()) => panic!("timed out waiting for {what}; view: {view:?}"),
-        }
-    }
-}
-
-/// `name` or `name+` (online), in order.
-fn shown(view: &PageView) -> Vec<String> {
-    view.users.iter().map(|u| format!("{}{}", u.username, if u.online { "+" } else { "" })).collect()
-}
-
-/// The same page from the JSON API (the list page's query), in the same notation.
-async fn api_page(server: &TestServer, b: &Browser, page: u32) -> Vec<String> {
-    let url = server.url(&format!("/api/users/?page={page}"));
-    let body: Value = b.client.get(url).send().await.expect("GET").json().await.expect("json");
-    body["users"]
-        .as_array()
-        .expect("users")
-        .iter()
-        .map(|u| format!("{}{}", u["username"].as_str().expect("name"), if u["online"] == true { "+" } else { "" }))
-        .collect()
-}
 
 #[tokio::test]
 async fn two_windows_follow_the_list_live() {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use presence::protocol::views::PageView;
 use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -219,4 +220,24 @@ pub async fn open_raw(addr: std::net::SocketAddr, cookie: &str) -> Ws {
     req.headers_mut().insert("cookie", HeaderValue::from_str(cookie).expect("cookie"));
     req.headers_mut().insert("origin", HeaderValue::from_str(&format!("http://{addr}")).expect("origin"));
     tokio_tungstenite::connect_async(req).await.expect("handshake").0
+}
+
+/// Reads frames into `view` until `done` holds, or panics at the deadline.
+pub async fn until(view: &mut PageView, ws: &mut Ws, what: &str, done: impl Fn(&PageView) -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !(view.live && done(view)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_json_within(ws, left).await {
+            Ok(Some(frame)) => {
+                view.apply_text(frame.to_string().as_bytes()).unwrap_or_else(|gap| panic!("{gap}: {frame}"));
+            }
+            Ok(None) => panic!("socket closed while waiting for {what}; view: {view:?}"),
+            Err(()) => panic!("timed out waiting for {what}; view: {view:?}"),
+        }
+    }
+}
+
+/// `name` or `name+` (online), in order.
+pub fn shown(view: &PageView) -> Vec<String> {
+    view.users.iter().map(|u| format!("{}{}", u.username, if u.online { "+" } else { "" })).collect()
 }

@@ -16,5 +16,6 @@ mod harness;
 mod metrics;
 mod nodes;
 mod outages;
+mod views;
 
 use testkit::pg;
