@@ -10,7 +10,9 @@ mod helpers;
 #[allow(dead_code)]
 mod ws_client;
 
+mod chaos;
 mod harness;
+mod held;
 mod nodes;
 mod outages;
 
