@@ -13,6 +13,7 @@ mod ws_client;
 mod chaos;
 mod harness;
 mod held;
+mod nginx;
 mod nodes;
 mod outages;
 
