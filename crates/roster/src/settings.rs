@@ -150,11 +150,12 @@ pub enum UserCommand {
 /// The cluster a node belongs to, or that a user command tells of its changes.
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// The cluster's Redis (`redis://[:password@]host:port[/db]`, or `rediss://` for TLS):
-    /// every node started with the same URL and the same PostgreSQL `--database-url` shares
-    /// presence through it, and a `roster user` command given it tells every node of its change
-    /// at once. Without it, Roster serves as one node with an in-process layer (and servers
-    /// notice a user command's change within seconds).
+    /// The cluster's Redis (`redis://[:password@]host:port[/db]` or `redis+unix:///path`; TLS
+    /// `rediss://` is refused, this build has no TLS client for Redis): every node started with
+    /// the same URL and the same PostgreSQL `--database-url` shares presence through it, and a
+    /// `roster user` command given it tells every node of its change at once. Without it, Roster
+    /// serves as one node with an in-process layer (and servers notice a user command's change
+    /// within seconds).
     #[arg(long, env = "ROSTER_REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<RedisUrl>,
 
@@ -388,13 +389,21 @@ impl fmt::Display for RedisUrl {
     }
 }
 
-/// `redis://...`, `rediss://...` or `redis+unix://...`.
+/// `redis://...` or `redis+unix://...`. `rediss://` (TLS) is refused with its own message: the
+/// `redis` crate is built without a TLS feature, and it would only fail later, at the first
+/// connection, with a less clear error.
 pub fn parse_redis_url(s: &str) -> Result<RedisUrl, String> {
     let s = s.trim();
-    if ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|p| s.starts_with(p)) {
+    if s.starts_with("rediss://") {
+        Err(format!(
+            "`{}`: rediss:// (TLS) is not supported by this build; reach Redis over a private network with \
+             redis://, or through a local TLS tunnel (e.g. stunnel) given as redis://127.0.0.1:PORT",
+            redact_url(s)
+        ))
+    } else if ["redis://", "redis+unix://", "unix://"].iter().any(|p| s.starts_with(p)) {
         Ok(RedisUrl(s.to_owned()))
     } else {
-        Err(format!("`{}` is not a Redis URL (redis://host:port, rediss://..., redis+unix:///path)", redact_url(s)))
+        Err(format!("`{}` is not a Redis URL (redis://host:port, redis+unix:///path)", redact_url(s)))
     }
 }
 
@@ -433,6 +442,15 @@ mod tests {
         assert!(!format!("{}", args.cluster.redis_url.expect("set")).contains("hunter2"));
         let err = parse_redis_url("http://u:hunter2@h").unwrap_err();
         assert!(err.contains("not a Redis URL") && !err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn tls_redis_urls_are_refused_with_a_clear_error() {
+        let err = parse_redis_url("rediss://:hunter2@h:6380/0").unwrap_err();
+        assert!(err.contains("rediss:// (TLS) is not supported"), "{err}");
+        assert!(!err.contains("hunter2"), "no password in the error: {err}");
+        let err = Cli::try_parse_from(["roster", "serve", "--redis-url", "rediss://h:6380"]).unwrap_err().to_string();
+        assert!(err.contains("not supported"), "refused at start-up: {err}");
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl PgCluster {
         let bindir = find_bindir();
         let initdb = bindir.join("initdb");
         let pg_ctl = bindir.join("pg_ctl");
-        let as_postgres = running_as_root();
+        let as_postgres = crate::running_as_root();
 
         let root = tempfile::Builder::new()
             .prefix("roster-pg-")
@@ -265,11 +265,6 @@ fn find_bindir() -> PathBuf {
          server (e.g. `apt-get install postgresql`) or set ROSTER_PG_BINDIR.",
         tried.join(", ")
     );
-}
-
-fn running_as_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("running `id -u`");
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 fn postgres_ids() -> (u32, u32) {

@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,7 +55,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let binary = which("redis-server").unwrap_or_else(|| {
+        let binary = crate::which("redis-server").unwrap_or_else(|| {
             panic!(
                 "redis-server not found on PATH: install it (Debian: apt-get install redis-server); scripts/test does"
             )
@@ -207,10 +206,6 @@ fn read_reply(r: &mut impl BufRead) -> Result<String, String> {
         }
         _ => Err(format!("unexpected reply {line:?}")),
     }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(program)).find(|p| p.is_file())
 }
 
 impl Drop for RedisServer {

@@ -88,8 +88,9 @@ struct Core {
     pending: Vec<Event>,
     /// Changes for the layer, in order.
     outbox: Vec<Change>,
-    /// The counts changed without an event (`set_registered_here`): the next flush goes out
-    /// even if `pending` is empty, carrying only the counts.
+    /// The counts changed without an event (`set_registered_here`, or a cluster resync that
+    /// brought only a new registered count): the next flush goes out even if `pending` is
+    /// empty, carrying only the counts.
     counts_changed: bool,
 }
 
@@ -170,6 +171,7 @@ impl Inner {
         }
         // The task that called this flushes what it queued next.
         core.pending.append(&mut fx.batch);
+        core.counts_changed |= fx.counts_changed;
         self.queue(core);
         if !fx.went_offline.is_empty() {
             self.observer.went_offline(&fx.went_offline);

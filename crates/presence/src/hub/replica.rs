@@ -24,6 +24,9 @@ pub(super) struct Effects {
     pub(super) close_users: Vec<UserId>,
     /// Cluster resyncs applied.
     pub(super) resyncs: u64,
+    /// A resync changed the registered count: the next flush goes out even with no event, so
+    /// that watchers and the published snapshot carry the new count.
+    pub(super) counts_changed: bool,
 }
 
 /// How many deleted ids the replica remembers, so a deletion heard twice (from the cluster and
@@ -92,6 +95,7 @@ impl Replica {
             Delivery::Resync(state) => {
                 self.seq = state.seq;
                 if let Some(r) = state.registered {
+                    fx.counts_changed |= self.registered != r;
                     self.registered = r;
                 }
                 let mut truth: HashMap<UserId, UserRef> = state.online.into_iter().map(|u| (u.id, u)).collect();
@@ -161,5 +165,18 @@ mod tests {
         assert_eq!(fx.batch, vec![Event::Offline(a, 42), Event::Online(b)]);
         assert!(fx.went_offline.is_empty(), "a resync's Offline has no real last-seen to save");
         assert_eq!((r.registered(), r.online_count(), fx.resyncs), (7, 1, 1));
+        assert!(fx.counts_changed);
+    }
+
+    #[test]
+    fn a_resync_that_changes_only_the_count_says_so() {
+        let mut r = Replica::new(5);
+        let mut fx = Effects::default();
+        r.apply(Delivery::Resync(ClusterState { seq: 3, online: vec![], registered: Some(5) }), 0, &mut fx);
+        assert!(fx.batch.is_empty() && !fx.counts_changed, "the same count: nothing to send");
+        r.apply(Delivery::Resync(ClusterState { seq: 4, online: vec![], registered: Some(6) }), 0, &mut fx);
+        assert!(fx.batch.is_empty());
+        assert!(fx.counts_changed, "a new count must be flushed although no one came or went");
+        assert_eq!(r.registered(), 6);
     }
 }

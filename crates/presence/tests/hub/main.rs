@@ -598,3 +598,36 @@ async fn the_next_batch_waits_while_the_previous_one_is_still_being_taken() {
     ca.apply(&f);
     assert_eq!(ca.signed_up, vec![50, 51, 52, 53]);
 }
+
+/// Regression: a cluster resync that brings only a new registered count (no one came or went)
+/// must still go out as a batch. It did not, and the published snapshot and every watcher kept
+/// the old count; the reconciler could not correct it either (the replica already had the new
+/// count, so it saw no change).
+#[tokio::test(start_paused = true)]
+async fn a_resync_that_changes_only_the_registered_count_reaches_watchers() {
+    let cluster = MemoryCluster::new(LayerConfig::default());
+    let hub_with = |registered: u64| {
+        Hub::start(
+            HubConfig { tick: Duration::from_millis(100), max_sockets_per_user: 4, queue_capacity: 1024 },
+            registered,
+            cluster.node(),
+            Arc::new(Recorder::default()),
+            CancellationToken::new(),
+        )
+        .expect("joins")
+        .0
+    };
+    let _first = hub_with(100);
+    // The second node counted 7 accounts; the cluster's first delivery to it (a resync with no
+    // one online) says 100.
+    let second = hub_with(7);
+    settle().await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    settle().await;
+    assert_eq!(second.registered_count(), 100);
+    assert_eq!(second.snapshot().registered_count, 100, "the published snapshot has the cluster's count");
+    let mut w = second.connect(user(1), session("w"), Protocol::RosterV1).unwrap();
+    let mut client = Client::default();
+    client.apply(&frame(&mut w, SOON).await);
+    assert_eq!(client.registered, 100, "a new watcher's snapshot has it too");
+}

@@ -17,6 +17,21 @@ use tokio::process::{Child, Command};
 pub const DEADLINE: Duration = Duration::from_secs(30);
 pub const GOOD_PASSWORD: &str = "correct-Horse-battery-9";
 
+/// Where a test's requests go: a server, or a proxy in front of servers.
+pub trait Site {
+    fn addr(&self) -> SocketAddr;
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr(), path)
+    }
+}
+
+impl Site for TestServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
@@ -106,7 +121,7 @@ impl TestServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        Site::url(self, path)
     }
 
     /// A browser-like client: keeps cookies, does not follow redirects (tests check them).
@@ -231,16 +246,16 @@ pub fn csrf_from(html: &str) -> String {
 }
 
 /// GETs `path` and returns the CSRF token of its form.
-pub async fn csrf(server: &TestServer, client: &Client, path: &str) -> String {
+pub async fn csrf(server: &impl Site, client: &Client, path: &str) -> String {
     let page = client.get(server.url(path)).send().await.expect("GET").text().await.expect("body");
     csrf_from(&page)
 }
 
-pub async fn post_form(server: &TestServer, client: &Client, path: &str, fields: &[(&str, &str)]) -> Response {
+pub async fn post_form(server: &impl Site, client: &Client, path: &str, fields: &[(&str, &str)]) -> Response {
     client.post(server.url(path)).form(fields).send().await.expect("POST")
 }
 
-pub async fn sign_up(server: &TestServer, client: &Client, username: &str, password: &str) -> Response {
+pub async fn sign_up(server: &impl Site, client: &Client, username: &str, password: &str) -> Response {
     let token = csrf(server, client, "/sign_up/").await;
     post_form(
         server,
@@ -251,7 +266,7 @@ pub async fn sign_up(server: &TestServer, client: &Client, username: &str, passw
     .await
 }
 
-pub async fn log_in(server: &TestServer, client: &Client, username: &str, password: &str) -> Response {
+pub async fn log_in(server: &impl Site, client: &Client, username: &str, password: &str) -> Response {
     let token = csrf(server, client, "/log_in/").await;
     post_form(
         server,

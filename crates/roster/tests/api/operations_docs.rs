@@ -71,7 +71,7 @@ fn toml_blocks(markdown: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_documented_config_files_are_valid() {
-    for doc in ["docs/operations.md", "README.md"] {
+    for doc in ["docs/operations.md", "docs/deploy.md", "README.md"] {
         let blocks = toml_blocks(&repo_file(doc));
         assert!(!blocks.is_empty(), "{doc} shows a config file");
         for block in blocks {

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{Browser, TestServer, DEADLINE};
+use crate::helpers::{Browser, Site, DEADLINE};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -39,14 +39,14 @@ pub fn v2(query: &str) -> Opts<'_> {
 }
 
 /// Opens `/users/` as `browser` (None: anonymous). Err carries the HTTP status of a refusal.
-pub async fn open(server: &TestServer, browser: Option<&Browser>, opts: Opts<'_>) -> Result<Ws, u16> {
+pub async fn open(server: &impl Site, browser: Option<&Browser>, opts: Opts<'_>) -> Result<Ws, u16> {
     let query = opts.v2.map(|q| format!("?{q}")).unwrap_or_default();
-    let mut req = format!("ws://{}/users/{query}", server.addr).into_client_request().expect("request");
+    let mut req = format!("ws://{}/users/{query}", server.addr()).into_client_request().expect("request");
     let h = req.headers_mut();
     if let Some(b) = browser {
         h.insert("cookie", HeaderValue::from_str(&b.cookie_header()).expect("cookie"));
     }
-    let origin = opts.origin.map_or_else(|| format!("http://{}", server.addr), str::to_owned);
+    let origin = opts.origin.map_or_else(|| format!("http://{}", server.addr()), str::to_owned);
     h.insert("origin", HeaderValue::from_str(&origin).expect("origin"));
     let subprotocol = match (opts.v1, opts.v2) {
         (_, Some(_)) => Some("roster.v2"),
@@ -64,7 +64,7 @@ pub async fn open(server: &TestServer, browser: Option<&Browser>, opts: Opts<'_>
         let ip: std::net::IpAddr = source.parse().expect("source address");
         socket.bind(std::net::SocketAddr::new(ip, 0)).expect("bind the source address");
     }
-    let stream = socket.connect(server.addr).await.expect("tcp connect");
+    let stream = socket.connect(server.addr()).await.expect("tcp connect");
     let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
     match tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(stream), Some(config)).await {
         Ok((ws, response)) => {

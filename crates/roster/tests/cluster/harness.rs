@@ -73,14 +73,20 @@ pub async fn watcher(node: &TestServer, b: &Browser) -> (Ws, View) {
 
 /// Who `node`'s `GET /api/users/` says is online.
 pub async fn api_online(node: &TestServer, b: &Browser) -> BTreeSet<String> {
+    api_state(node, b).await.0
+}
+
+/// What `node`'s `GET /api/users/` says: who is online, and the registered count.
+pub async fn api_state(node: &TestServer, b: &Browser) -> (BTreeSet<String>, u64) {
     let snapshot: serde_json::Value =
         b.client.get(node.url("/api/users/")).send().await.expect("GET").json().await.expect("json");
-    snapshot["online"]
+    let online = snapshot["online"]
         .as_array()
         .expect("online")
         .iter()
         .map(|u| u["username"].as_str().expect("name").to_owned())
-        .collect()
+        .collect();
+    (online, snapshot["registered_count"].as_u64().expect("registered_count"))
 }
 
 pub fn names(list: &[&str]) -> BTreeSet<String> {

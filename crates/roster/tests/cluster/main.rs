@@ -12,8 +12,11 @@ mod prometheus;
 #[allow(dead_code)]
 mod ws_client;
 
+mod chaos;
 mod harness;
+mod held;
 mod metrics;
+mod nginx;
 mod nodes;
 mod outages;
 mod views;
