@@ -26,7 +26,8 @@ use base64::Engine;
 use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
 use presence::protocol::views::{
-    error_json, parse_view_request, MessageError, CLOSE_INVALID_MESSAGE, CLOSE_UNSUPPORTED_DATA, MAX_CLIENT_TEXT,
+    error_json, parse_view_request, MessageError, WindowError, CLOSE_INVALID_MESSAGE, CLOSE_UNSUPPORTED_DATA,
+    MAX_CLIENT_TEXT,
 };
 use presence::protocol::{write_ws_frame, CLOSE_GOING_AWAY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT};
 use presence::{ConnectError, Connection, Outgoing, Protocol, Session, SessionKey, UserRef, Window};
@@ -85,20 +86,9 @@ pub async fn users_socket(
         tracing::warn!(peer = %peer, "WebSocket REJECT /users/: foreign Origin");
         return refuse(StatusCode::FORBIDDEN, "This origin may not open the live list.");
     }
-    let protocol = Protocol::negotiate(
-        headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',')),
-    );
-    // roster.v2: the window to watch comes with the handshake, so the page needs no round trip.
-    let window = match protocol {
-        Protocol::RosterV2 => match Window::from_query(req.uri().query().unwrap_or(""), app.page_size) {
-            Ok(window) => Some(window),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.message()),
-        },
-        _ => None,
+    let (protocol, window) = match protocol_and_window(headers, req.uri().query(), app.page_size) {
+        Ok(picked) => picked,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.message()),
     };
     let user_ref = UserRef::new(me.user.id, me.user.username.as_str());
     let session = Session { key: SessionKey::from(me.session_hash.as_str()), expires_at: Some(me.expires_at) };
@@ -154,7 +144,7 @@ fn refuse(status: StatusCode, message: &'static str) -> Response {
 }
 
 /// The `Sec-WebSocket-Key` of a valid opening handshake (RFC 6455 §4.2.1), or why it is not one.
-fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
+pub(crate) fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
     if method != Method::GET {
         return Err((StatusCode::METHOD_NOT_ALLOWED, "A WebSocket handshake is a GET request."));
     }
@@ -173,6 +163,27 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, (S
     }
 }
 
+/// The subprotocol the handshake offers, and for roster.v2 the window to watch, which comes with
+/// the handshake URL so the page needs no round trip.
+pub(crate) fn protocol_and_window(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    page_size: u32,
+) -> Result<(Protocol, Option<Window>), WindowError> {
+    let protocol = Protocol::negotiate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',')),
+    );
+    let window = match protocol {
+        Protocol::RosterV2 => Some(Window::from_query(query.unwrap_or(""), page_size)?),
+        _ => None,
+    };
+    Ok((protocol, window))
+}
+
 /// Whether a comma-separated header holds `token` (case-insensitive).
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -184,7 +195,7 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 }
 
 /// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
-fn accept_key(key: &[u8]) -> HeaderValue {
+pub(crate) fn accept_key(key: &[u8]) -> HeaderValue {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(ACCEPT_GUID);
@@ -418,7 +429,7 @@ async fn write_close<W: AsyncWrite + Unpin>(wr: &mut W, code: u16, reason: &str)
 
 /// What the peer sent that the loop acts on.
 #[derive(Debug, PartialEq, Eq)]
-enum Incoming {
+pub(crate) enum Incoming {
     /// Answer with a pong carrying this payload.
     Ping(Vec<u8>),
     /// The peer closes, with its code if it sent one.
@@ -430,7 +441,7 @@ enum Incoming {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum ReadError {
+pub(crate) enum ReadError {
     /// EOF or an I/O error.
     Gone,
     /// Close the connection with this code (1002 protocol error, 1009 too big; for a roster.v2
@@ -442,7 +453,7 @@ enum ReadError {
 /// in the struct, and the only await is a read into the buffer. Data payloads are skipped unread,
 /// unless `messages` is set (roster.v2): then text messages of at most [`MAX_CLIENT_TEXT`] bytes
 /// are unmasked into a buffer of their own (allocated only while one is arriving) and delivered.
-struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     rd: R,
     buf: [u8; READ_BUFFER],
     start: usize,
@@ -454,7 +465,7 @@ struct FrameReader<R> {
     /// A fragmented data message is in progress (continuation frames expected).
     fragmented: bool,
     /// Deliver text messages (roster.v2) instead of skipping them.
-    messages: bool,
+    pub(crate) messages: bool,
     /// The current text frame being unmasked into `text`.
     collecting: Option<Collect>,
     /// The text message so far.
@@ -473,7 +484,7 @@ struct Collect {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    fn new(rd: R) -> Self {
+    pub(crate) fn new(rd: R) -> Self {
         FrameReader {
             rd,
             buf: [0; READ_BUFFER],
@@ -488,7 +499,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    async fn next(&mut self) -> Result<Incoming, ReadError> {
+    pub(crate) async fn next(&mut self) -> Result<Incoming, ReadError> {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min((self.end - self.start) as u64);
