@@ -7,6 +7,26 @@
 "use strict";
 
 (function () {
+  const BACKOFF_BASE_MS = 500;
+  const BACKOFF_CAP_MS = 30000;
+  const CLOSE_GOING_AWAY = 1001; // the server is stopping
+  const CLOSE_ABNORMAL = 1006; // the connection dropped with no close frame (e.g. a node died)
+
+  // How long to wait before reconnect attempt `attempt` (0: the first since the socket was last
+  // open) after a close with `code`. Full jitter: uniform in [0, min(cap, base * 2^attempt)), so
+  // pages that lost their sockets together do not come back together. A close that every page
+  // of a node gets at the same moment (the node stopping, or dying) spreads the first attempt
+  // over `spreadMs` (from the server: half its presence grace), when that is longer. `random`
+  // is Math.random, or a stand-in. Exported as `roster.reconnectDelay` for tests.
+  function reconnectDelay(attempt, code, spreadMs, random) {
+    let ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
+    if (attempt === 0 && (code === CLOSE_GOING_AWAY || code === CLOSE_ABNORMAL)) {
+      ceiling = Math.max(ceiling, spreadMs);
+    }
+    return Math.floor(random() * ceiling);
+  }
+  window.roster = Object.freeze({ reconnectDelay: reconnectDelay });
+
   const list = document.getElementById("users");
   if (!list) return;
   const indicator = document.getElementById("connection");
@@ -16,9 +36,8 @@
   const search = document.querySelector("form.search");
   const searchInput = search ? search.querySelector("input[name=q]") : null;
   const pageSize = Math.max(1, Number(list.dataset.pageSize) || 200);
+  const reconnectSpreadMs = Math.max(0, Number(list.dataset.reconnectSpreadMs) || 0);
 
-  const BACKOFF_BASE_MS = 500;
-  const BACKOFF_CAP_MS = 30000;
   const CLOSE_LOGGED_OUT = 4001;
   const CLOSE_DISABLED = 1008;
   const SEEN_REFRESH_MS = 15000;
@@ -278,9 +297,7 @@
         setState("offline", "Logged out");
         return;
       }
-      // Full jitter: spread reconnects so a restarted server is not hit by everyone at once.
-      const cap = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
-      const delay = Math.floor(Math.random() * cap);
+      const delay = reconnectDelay(attempt, event.code, reconnectSpreadMs, Math.random);
       attempt += 1;
       setState("offline", "Offline, retrying");
       window.setTimeout(connect, delay);

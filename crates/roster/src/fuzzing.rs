@@ -113,7 +113,7 @@ pub fn ws_handshake(
     };
     let accept = handshake_key(&method, &map)
         .map(|key| accept_key(key.as_bytes()).to_str().map(str::to_owned).unwrap_or_default())
-        .map_err(|(status, _)| status.as_u16());
+        .map_err(|(refusal, _)| refusal.status().as_u16());
     Some(Handshake {
         accept,
         origin_allowed: policy.socket_origin_allowed(&map, https),

@@ -20,26 +20,31 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use base64::Engine;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
 use presence::protocol::views::{
-    error_json, parse_view_request, MessageError, WindowError, CLOSE_INVALID_MESSAGE, CLOSE_UNSUPPORTED_DATA,
-    MAX_CLIENT_TEXT,
+    error_json, parse_view_request, MessageError, CLOSE_INVALID_MESSAGE, CLOSE_UNSUPPORTED_DATA, MAX_CLIENT_TEXT,
 };
-use presence::protocol::{write_ws_frame, CLOSE_GOING_AWAY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT};
-use presence::{ConnectError, Connection, Outgoing, Protocol, Session, SessionKey, UserRef, Window};
-use sha1::{Digest, Sha1};
+use presence::protocol::{
+    write_ws_frame, CLOSE_ACCOUNT_DISABLED, CLOSE_GOING_AWAY, CLOSE_LAGGING, CLOSE_LOGGED_OUT, OPCODE_CLOSE,
+    OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
+};
+use presence::{ConnectError, Connection, Outgoing, Protocol, Session, SessionKey, UserRef};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::RetryAfter;
 use crate::web::client::ClientAddr;
+use crate::web::metrics::Throttled;
 use crate::web::session::MaybeUser;
 use crate::web::AppState;
+pub use handshake::Refusal;
+pub(crate) use handshake::{accept_key, handshake_key, protocol_and_window};
+
+mod handshake;
 
 /// Largest message a client may send; anything bigger closes the socket (1009).
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -50,8 +55,6 @@ const READ_BUFFER: usize = 256;
 const LINGER: Duration = Duration::from_secs(1);
 /// The `Retry-After` of "too many open pages": a page closing frees a slot at any time.
 const TOO_MANY_PAGES_RETRY: Duration = Duration::from_secs(10);
-/// RFC 6455 §1.3.
-const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 // Close codes of RFC 6455 §7.4.1 used by the framing layer itself.
 const CLOSE_NORMAL: u16 = 1000;
@@ -73,22 +76,22 @@ pub async fn users_socket(
 ) -> Response {
     let key = match handshake_key(req.method(), req.headers()) {
         Ok(key) => key,
-        Err((status, message)) => return refuse(status, message),
+        Err((refusal, message)) => return refusal.respond(message),
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return refuse(StatusCode::UPGRADE_REQUIRED, "This connection cannot be upgraded to a WebSocket.");
+        return Refusal::NotUpgradable.respond("This connection cannot be upgraded to a WebSocket.");
     };
     let headers = req.headers();
     let Some(me) = user.0 else {
-        return refuse(StatusCode::FORBIDDEN, "Log in to open the live list.");
+        return Refusal::NoSession.respond("Log in to open the live list.");
     };
     if !app.origin_allowed(headers, &peer) {
         tracing::warn!(peer = %peer, "WebSocket REJECT /users/: foreign Origin");
-        return refuse(StatusCode::FORBIDDEN, "This origin may not open the live list.");
+        return Refusal::Origin.respond("This origin may not open the live list.");
     }
     let (protocol, window) = match protocol_and_window(headers, req.uri().query(), app.page_size) {
         Ok(picked) => picked,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.message()),
+        Err(e) => return Refusal::Window.respond(e.message()),
     };
     let user_ref = UserRef::new(me.user.id, me.user.username.as_str());
     let session = Session { key: SessionKey::from(me.session_hash.as_str()), expires_at: Some(me.expires_at) };
@@ -99,12 +102,13 @@ pub async fn users_socket(
     let mut connection = match opened {
         Ok(c) => c,
         Err(ConnectError::TooManySockets { .. }) => {
-            let refusal = refuse(StatusCode::TOO_MANY_REQUESTS, "Too many open pages for this account.");
-            return crate::web::too_many(RetryAfter(TOO_MANY_PAGES_RETRY), refusal);
+            let refusal = Refusal::TooManyPages.respond("Too many open pages for this account.");
+            return crate::web::too_many(Throttled::Pages, RetryAfter(TOO_MANY_PAGES_RETRY), refusal);
         }
-        Err(e) => {
+        Err(ConnectError::SessionExpired) => return Refusal::SessionExpired.respond("Log in to open the live list."),
+        Err(e @ ConnectError::ShuttingDown) => {
             tracing::warn!(error = %e, "WebSocket REJECT /users/");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "The live list is shutting down.");
+            return Refusal::ShuttingDown.respond("The live list is shutting down.");
         }
     };
     connection.websocket_frames();
@@ -123,7 +127,9 @@ pub async fn users_socket(
             }
         };
         tracing::info!(target: "roster::http", user_id, "WebSocket CONNECT /users/ [{peer}]");
+        metrics::counter!("roster_ws_sockets_opened_total", "protocol" => protocol_label(protocol)).increment(1);
         let end = run(TokioIo::new(upgraded), connection, heartbeat, shutdown).await;
+        metrics::counter!("roster_ws_sockets_closed_total", "reason" => end.label()).increment(1);
         tracing::info!(target: "roster::http", user_id, reason = ?end, "WebSocket DISCONNECT /users/ [{peer}]");
     });
 
@@ -139,68 +145,12 @@ pub async fn users_socket(
     res
 }
 
-fn refuse(status: StatusCode, message: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
-}
+/// Every `protocol` label of `roster_ws_sockets_opened_total`.
+pub const PROTOCOL_LABELS: [&str; 3] = ["tutorial", "roster.v1", "roster.v2"];
 
-/// The `Sec-WebSocket-Key` of a valid opening handshake (RFC 6455 §4.2.1), or why it is not one.
-pub(crate) fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
-    if method != Method::GET {
-        return Err((StatusCode::METHOD_NOT_ALLOWED, "A WebSocket handshake is a GET request."));
-    }
-    if !has_token(headers, header::CONNECTION, "upgrade") {
-        return Err((StatusCode::BAD_REQUEST, "Connection header did not include 'upgrade'."));
-    }
-    if !has_token(headers, header::UPGRADE, "websocket") {
-        return Err((StatusCode::BAD_REQUEST, "Upgrade header did not include 'websocket'."));
-    }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        return Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13."));
-    }
-    match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if !key.is_empty() && key.len() <= 64 => Ok(key.clone()),
-        _ => Err((StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing.")),
-    }
-}
-
-/// The subprotocol the handshake offers, and for roster.v2 the window to watch, which comes with
-/// the handshake URL so the page needs no round trip.
-pub(crate) fn protocol_and_window(
-    headers: &HeaderMap,
-    query: Option<&str>,
-    page_size: u32,
-) -> Result<(Protocol, Option<Window>), WindowError> {
-    let protocol = Protocol::negotiate(
-        headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',')),
-    );
-    let window = match protocol {
-        Protocol::RosterV2 => Some(Window::from_query(query.unwrap_or(""), page_size)?),
-        _ => None,
-    };
-    Ok((protocol, window))
-}
-
-/// Whether a comma-separated header holds `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
-pub(crate) fn accept_key(key: &[u8]) -> HeaderValue {
-    let mut sha = Sha1::new();
-    sha.update(key);
-    sha.update(ACCEPT_GUID);
-    let value = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-    HeaderValue::from_str(&value).expect("base64 is a valid header value")
+/// The `protocol` label of `roster_ws_sockets_opened_total`: one of [`PROTOCOL_LABELS`].
+fn protocol_label(protocol: Protocol) -> &'static str {
+    protocol.subprotocol().unwrap_or("tutorial")
 }
 
 /// Why the loop ended (logged with the disconnect).
@@ -216,6 +166,26 @@ pub enum End {
     Dead,
     /// The server is stopping.
     Shutdown,
+}
+
+impl End {
+    /// Every `reason` label of `roster_ws_sockets_closed_total`.
+    pub const LABELS: [&'static str; 8] =
+        ["peer", "logged_out", "account_disabled", "lagging", "shutdown", "server_other", "violation", "no_pong"];
+
+    /// The `reason` label of `roster_ws_sockets_closed_total`: one of [`End::LABELS`].
+    pub fn label(&self) -> &'static str {
+        match self {
+            End::PeerGone => "peer",
+            End::Closed(CLOSE_LOGGED_OUT) => "logged_out",
+            End::Closed(CLOSE_ACCOUNT_DISABLED) => "account_disabled",
+            End::Closed(CLOSE_LAGGING) => "lagging",
+            End::Closed(CLOSE_GOING_AWAY) | End::Shutdown => "shutdown",
+            End::Closed(_) => "server_other",
+            End::Violation(_) => "violation",
+            End::Dead => "no_pong",
+        }
+    }
 }
 
 /// Relays hub frames to the socket until one side ends. Frames already queued are written
@@ -660,8 +630,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accept_key_matches_rfc_6455() {
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    fn every_end_has_a_known_label() {
+        let ends = [
+            End::PeerGone,
+            End::Closed(4001),
+            End::Closed(1008),
+            End::Closed(1013),
+            End::Closed(1001),
+            End::Closed(1011),
+            End::Violation(1002),
+            End::Dead,
+            End::Shutdown,
+        ];
+        let labels: std::collections::BTreeSet<_> = ends.iter().map(End::label).collect();
+        assert_eq!(labels, End::LABELS.into_iter().collect());
     }
 
     /// A masked client frame.
@@ -815,36 +797,6 @@ mod tests {
         assert_eq!(
             last(read_with(client_frame(true, 0x1, &[0xC3, 0x28]), true).await),
             Err(ReadError::Violation(1007))
-        );
-    }
-
-    #[test]
-    fn handshakes_are_checked() {
-        let ok = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.append(*k, HeaderValue::from_static(v));
-            }
-            handshake_key(&Method::GET, &h).map_err(|e| e.0)
-        };
-        let good = [
-            ("connection", "keep-alive, Upgrade"),
-            ("upgrade", "WebSocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ];
-        assert!(ok(&good).is_ok());
-        assert_eq!(ok(&good[1..]), Err(StatusCode::BAD_REQUEST), "no Connection: upgrade");
-        assert_eq!(ok(&[good[0], good[2], good[3]]), Err(StatusCode::BAD_REQUEST), "no Upgrade");
-        assert_eq!(
-            ok(&[good[0], good[1], ("sec-websocket-version", "8"), good[3]]),
-            Err(StatusCode::BAD_REQUEST),
-            "old version"
-        );
-        assert_eq!(ok(&good[..3]), Err(StatusCode::BAD_REQUEST), "no key");
-        assert_eq!(
-            handshake_key(&Method::POST, &HeaderMap::new()).map_err(|e| e.0),
-            Err(StatusCode::METHOD_NOT_ALLOWED)
         );
     }
 }

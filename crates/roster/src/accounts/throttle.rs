@@ -1,10 +1,11 @@
-//! Log-in throttling in memory: at most `limit` failed attempts per key in any sliding
-//! `window`. The server keys it by account (`user:<username key>`) and by address
-//! (`ip:<addr>`), checks before verifying a password, records failures, and resets the account
-//! key on success. Time is passed in (`now: Instant`) so tests need no sleeping. Memory is
-//! bounded: at most `limit` instants per key, expired keys pruned as time passes, and at most
-//! `max_keys` keys (the least recently failed are evicted first). Uses a std `Mutex`, never held
-//! across an `.await`: every method is short and synchronous. Depends on nothing else here.
+//! Throttling in memory: at most `limit` failed attempts per key in any sliding `window`. The
+//! server uses three for log-ins (per address and account pair, per address, per account; see
+//! `log_in_limits.rs`, which checks before a password is verified, records failures and resets
+//! the pair on success) and one for sign-ups (per address, counting created accounts). Time is
+//! passed in (`now: Instant`) so tests need no sleeping. Memory is bounded: at most `limit`
+//! instants per key, expired keys pruned as time passes, and at most `max_keys` keys (the least
+//! recently failed are evicted first). Uses a std `Mutex`, never held across an `.await`: every
+//! method is short and synchronous. Depends on nothing else here.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};

@@ -1,8 +1,12 @@
 //! `/metrics` in the Prometheus text format: sockets open, users online, frames and batches
 //! sent, lagging clients (resynced or closed), the deepest send queue seen, live view groups
-//! and the accounts behind them, HTTP latency, and the presence layer's figures (ready,
+//! and the accounts behind them, HTTP latency, WebSocket handshakes refused by reason, sockets
+//! opened and closed, 429s by what was throttled, and the presence layer's figures (ready,
 //! reconnects, resyncs, sequence gaps, sweeps, fencings; the Redis layer also records each
-//! script's round trip as `roster_layer_redis_seconds`).
+//! script's round trip as `roster_layer_redis_seconds`). docs/operations.md lists them all.
+//!
+//! Every labelled counter whose labels come from a fixed set is registered at 0 for each label
+//! at start-up, so a series exists before its first event (a `rate()` sees the first one).
 //!
 //! Hub figures are read from `Hub::stats()` at scrape time, so the hot path pays nothing for
 //! them; HTTP latency is a histogram recorded by the access log middleware, labelled only with
@@ -26,6 +30,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use super::client::ClientAddr;
 use super::error::AppError;
 use super::AppState;
+use crate::ws::{End, Refusal, PROTOCOL_LABELS};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -45,13 +50,60 @@ pub fn install() {
             )
             .ok()?;
         match builder.install_recorder() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                register_known_series();
+                Some(handle)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed");
                 None
             }
         }
     });
+}
+
+/// Creates every fixed-label counter at 0.
+fn register_known_series() {
+    for refusal in Refusal::ALL {
+        metrics::counter!("roster_ws_handshakes_refused_total", "reason" => refusal.label()).absolute(0);
+    }
+    for protocol in PROTOCOL_LABELS {
+        metrics::counter!("roster_ws_sockets_opened_total", "protocol" => protocol).absolute(0);
+    }
+    for reason in End::LABELS {
+        metrics::counter!("roster_ws_sockets_closed_total", "reason" => reason).absolute(0);
+    }
+    for what in Throttled::ALL {
+        metrics::counter!("roster_throttled_total", "what" => what.label()).absolute(0);
+    }
+}
+
+/// What a 429 refused: the `what` label of `roster_throttled_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Throttled {
+    /// A log-in, past `--login-limit` or `--login-address-limit`.
+    LogIn,
+    /// A sign-up, past `--signup-limit`.
+    SignUp,
+    /// A page's socket, past `--max-sockets-per-user`.
+    Pages,
+}
+
+impl Throttled {
+    pub const ALL: [Throttled; 3] = [Throttled::LogIn, Throttled::SignUp, Throttled::Pages];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Throttled::LogIn => "log_in",
+            Throttled::SignUp => "sign_up",
+            Throttled::Pages => "pages",
+        }
+    }
+
+    /// Counts one 429.
+    pub fn count(self) {
+        metrics::counter!("roster_throttled_total", "what" => self.label()).increment(1);
+    }
 }
 
 /// The `method` label: a standard method's name, anything else `other`.

@@ -55,6 +55,9 @@ pub struct Shared {
     /// The account operations (sign up ... delete), reaching this node's hub and cache.
     pub accounts: Accounts,
     pub page_size: u32,
+    /// The window over which pages spread their reconnects after a node stops (see
+    /// [`reconnect_spread`]); handed to the page script.
+    pub reconnect_spread: Duration,
     pub session_ttl: Duration,
     pub cookies: CookieOptions,
     pub heartbeat: Heartbeat,
@@ -107,6 +110,7 @@ impl AppState {
             heartbeat: Heartbeat { interval: settings.ping_interval, timeout: settings.ping_timeout },
             shutdown,
             page_size: settings.page_size,
+            reconnect_spread: reconnect_spread(settings.presence_grace),
             session_ttl: settings.session_ttl,
             cookies: CookieOptions { secure: settings.secure_cookies },
             log_in_limits: LogInLimits::new(LogInLimitSettings {
@@ -134,6 +138,18 @@ impl AppState {
     pub fn origin_allowed(&self, headers: &axum::http::HeaderMap, client: &ClientAddr) -> bool {
         self.csrf.socket_origin_allowed(headers, self.csrf.is_https(client))
     }
+}
+
+/// The longest window over which pages spread their reconnects after a node stops.
+const MAX_RECONNECT_SPREAD: Duration = Duration::from_secs(10);
+
+/// When a node stops, every page on it gets its 1001 close at once. Each page waits a random
+/// time in [0, this) before it reconnects (to another node, or to this one restarted), so the
+/// reconnects arrive spread out, not as one burst. Half the presence grace: a page back within
+/// the grace never shows its user Offline, and the other half is margin for the reconnect
+/// itself. At most [`MAX_RECONNECT_SPREAD`]; with no grace, the page's ordinary backoff.
+pub fn reconnect_spread(grace: Duration) -> Duration {
+    (grace / 2).min(MAX_RECONNECT_SPREAD)
 }
 
 /// How long `/readyz` waits for the database before calling it unreachable.
@@ -169,9 +185,10 @@ pub fn found(location: &str) -> Response {
     (axum::http::StatusCode::FOUND, [(header::LOCATION, value)]).into_response()
 }
 
-/// A 429 with `Retry-After` (whole seconds, rounded up): every 429 the server sends goes
-/// through here or sets the header itself.
-pub fn too_many(wait: RetryAfter, mut response: Response) -> Response {
+/// A 429 with `Retry-After` (whole seconds, rounded up), counted under what was throttled:
+/// every 429 the server sends goes through here.
+pub fn too_many(what: metrics::Throttled, wait: RetryAfter, mut response: Response) -> Response {
+    what.count();
     *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs_ceil()));
     response
@@ -223,4 +240,16 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(access_log::access_log))
         .layer(middleware::from_fn(move |req, next| client::resolve_client(trusted.clone(), req, next)))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_spread_over_half_the_grace_up_to_a_cap() {
+        assert_eq!(reconnect_spread(Duration::from_secs(5)), Duration::from_millis(2500));
+        assert_eq!(reconnect_spread(Duration::ZERO), Duration::ZERO);
+        assert_eq!(reconnect_spread(Duration::from_secs(600)), MAX_RECONNECT_SPREAD);
+    }
 }

@@ -17,6 +17,7 @@ use super::client::ClientAddr;
 use super::csrf::CsrfToken;
 use super::error::AppError;
 use super::form::Form;
+use super::metrics::Throttled;
 use super::session::{clear_session_cookie, safe_next, session_cookie, AuthUser, MaybeUser, RequireUser};
 use super::templates::{render, Frame, ListEntry, LogInPage, LogOutPage, SignUpPage, UserListPage};
 use super::AppState;
@@ -108,7 +109,11 @@ pub async fn sign_up(
             password1_errors: vec![],
             password2_errors: vec![],
         };
-        return Ok(super::too_many(wait, (StatusCode::TOO_MANY_REQUESTS, render(&page)).into_response()));
+        return Ok(super::too_many(
+            Throttled::SignUp,
+            wait,
+            (StatusCode::TOO_MANY_REQUESTS, render(&page)).into_response(),
+        ));
     }
     let mut username_errors = Vec::new();
     let username = Username::parse(raw_username).map_err(|e| username_errors.push(e.to_string())).ok();
@@ -194,7 +199,8 @@ pub async fn log_in(
         Admission::Refuse(wait) => {
             tracing::warn!(client = %client.ip, "log-in throttled");
             let msg = format!("Too many failed log-in attempts. Try again in {}.", super::wait_phrase(wait.0));
-            return show(StatusCode::TOO_MANY_REQUESTS, vec![msg]).map(|page| super::too_many(wait, page));
+            return show(StatusCode::TOO_MANY_REQUESTS, vec![msg])
+                .map(|page| super::too_many(Throttled::LogIn, wait, page));
         }
     }
 
@@ -272,6 +278,7 @@ pub async fn user_list(
         q,
         page,
         page_size: app.page_size,
+        reconnect_spread_ms: app.reconnect_spread.as_millis(),
         prev_url: (page > 1).then(|| link(page - 1)),
         next_url: listing.has_next.then(|| link(page + 1)),
     };

@@ -102,6 +102,8 @@ pub struct UserListPage<'a> {
     pub page: u64,
     /// Users per page (the page script asks for windows of this size).
     pub page_size: u32,
+    /// [`super::reconnect_spread`], in milliseconds.
+    pub reconnect_spread_ms: u128,
     pub prev_url: Option<String>,
     pub next_url: Option<String>,
 }

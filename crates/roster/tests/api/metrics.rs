@@ -1,4 +1,5 @@
-//! `/metrics` stays bounded whatever clients send, and only the right clients may read it.
+//! `/metrics` stays bounded whatever clients send, only the right clients may read it, and its
+//! counters move as sockets open and close and as requests are refused.
 //!
 //! Requests go over raw TCP so that methods and paths no HTTP client would send reach the
 //! server as they are.
@@ -11,6 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
+use crate::prometheus::{until, Scrape};
+use crate::ws_client::{close, open, v2, Opts, TUTORIAL, V1};
 
 /// Sends `method path` as an HTTP/1.1 request on a new connection and reads until the server
 /// closes it. Returns the status line ("" when the server answered nothing).
@@ -127,3 +130,90 @@ async fn metrics_bind_serves_metrics_only_on_their_own_listener() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "the metrics listener serves only /metrics, not {path}");
     }
 }
+
+/// The counters of sockets, refused handshakes, 429s and requests move as they happen, read
+/// the way Prometheus reads them (the page parsed), on the `--metrics-bind` listener.
+#[tokio::test]
+async fn counters_move_as_sockets_open_and_close_and_requests_are_refused() {
+    let server =
+        TestServer::start_with(&["--metrics-bind", "127.0.0.1:0", "--login-limit", "1", "--max-sockets-per-user", "3"])
+            .await;
+    let metrics = format!("http://{}/metrics", server.metrics_addr().await);
+    let alice = user_browser(&server, "alice").await;
+    let before = Scrape::get(&metrics).await;
+    // Every fixed label is there from the start, at 0.
+    for reason in ["no_session", "origin", "window", "too_many_pages", "not_upgrade", "method"] {
+        assert_eq!(before.matching(REFUSED, &[("reason", reason)]).count(), 1, "{reason} is registered");
+        assert_eq!(before.sum(REFUSED, &[("reason", reason)]), 0.0);
+    }
+    assert_eq!(before.sum(OPENED, &[]), 0.0);
+    assert_eq!(before.sum("roster_sockets_open", &[]), 0.0);
+
+    // Three sockets, one of each protocol: opened +3, the gauge 3.
+    let mut sockets = Vec::new();
+    for opts in [TUTORIAL, V1, v2("offset=0&limit=10&q=")] {
+        sockets.push(open(&server, Some(&alice), opts).await.expect("socket opens"));
+    }
+    let open3 =
+        until(&metrics, "3 sockets opened", |s| s.sum(OPENED, &[]) == 3.0 && s.sum("roster_sockets_open", &[]) == 3.0)
+            .await;
+    for protocol in ["tutorial", "roster.v1", "roster.v2"] {
+        assert_eq!(open3.sum(OPENED, &[("protocol", protocol)]), 1.0, "{protocol}");
+    }
+    assert_eq!(open3.count(HTTP, &[("route", "/users/"), ("status", "101")]), 3.0, "the handshakes as requests");
+
+    // A fourth page is one too many: a refused handshake and a 429.
+    assert_eq!(open(&server, Some(&alice), TUTORIAL).await.err(), Some(429));
+    // Refused handshakes, one per reason: anonymous, foreign Origin, a bad roster.v2 window, not
+    // an upgrade at all, and a HEAD.
+    assert_eq!(open(&server, None, TUTORIAL).await.err(), Some(403));
+    let foreign = Opts { origin: Some("https://evil.example"), ..TUTORIAL };
+    assert_eq!(open(&server, Some(&alice), foreign).await.err(), Some(403));
+    assert_eq!(open(&server, Some(&alice), v2("offset=0&limit=0&q=")).await.err(), Some(400));
+    let plain = alice.client.get(server.url("/users/")).send().await.expect("GET");
+    assert_eq!(plain.status(), StatusCode::BAD_REQUEST);
+    let head = alice.client.head(server.url("/users/")).send().await.expect("HEAD");
+    assert_eq!(head.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let refused = until(&metrics, "6 refusals", |s| s.sum(REFUSED, &[]) == 6.0).await;
+    for reason in ["too_many_pages", "no_session", "origin", "window", "not_upgrade", "method"] {
+        assert_eq!(refused.sum(REFUSED, &[("reason", reason)]), 1.0, "{reason}");
+    }
+    assert_eq!(refused.sum(THROTTLED, &[("what", "pages")]), 1.0);
+    assert_eq!(refused.sum(OPENED, &[]), 3.0, "refusals open nothing");
+
+    // Closed by the page: closed{peer} +3, the gauge back to 0.
+    for ws in sockets {
+        close(ws).await;
+    }
+    let closed = until(&metrics, "3 sockets closed", |s| {
+        s.sum(CLOSED, &[("reason", "peer")]) == 3.0 && s.sum("roster_sockets_open", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(closed.sum(CLOSED, &[]), 3.0, "no other reason");
+
+    // A log-in past --login-limit: 429, counted as such and as a request of that route.
+    let mallory = server.browser();
+    for expected in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
+        assert_eq!(log_in(&server, &mallory.client, "alice", "wrong-password-1").await.status(), expected);
+    }
+    let throttled = until(&metrics, "a throttled log-in", |s| s.sum(THROTTLED, &[("what", "log_in")]) == 1.0).await;
+    assert_eq!(throttled.sum(THROTTLED, &[("what", "sign_up")]), 0.0);
+    let login_429 = [("method", "POST"), ("route", "/log_in/"), ("status", "429")];
+    assert_eq!(throttled.count(HTTP, &login_429), 1.0);
+    // The histogram is whole: its +Inf bucket holds every observation.
+    let inf = [("method", "POST"), ("route", "/log_in/"), ("status", "429"), ("le", "+Inf")];
+    assert_eq!(throttled.sum(&format!("{HTTP}_bucket"), &inf), 1.0);
+    // Requests are counted by route pattern and status, never by raw path.
+    assert!(throttled.count(HTTP, &[("method", "GET"), ("route", "/log_in/"), ("status", "200")]) >= 2.0);
+    assert!(throttled.count(HTTP, &[("route", "/users/"), ("status", "403")]) >= 2.0);
+    assert!(throttled
+        .label_values(&format!("{HTTP}_count"), "route")
+        .iter()
+        .all(|r| r.starts_with('/') || r == "other"));
+}
+
+const OPENED: &str = "roster_ws_sockets_opened_total";
+const CLOSED: &str = "roster_ws_sockets_closed_total";
+const REFUSED: &str = "roster_ws_handshakes_refused_total";
+const THROTTLED: &str = "roster_throttled_total";
+const HTTP: &str = "roster_http_request_duration_seconds";

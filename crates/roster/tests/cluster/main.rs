@@ -6,11 +6,14 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../api/prometheus.rs"]
+mod prometheus;
 #[path = "../api/ws_client.rs"]
 #[allow(dead_code)]
 mod ws_client;
 
 mod harness;
+mod metrics;
 mod nodes;
 mod outages;
 

@@ -9,6 +9,7 @@ mod browser;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod reconnect;
 mod views;
 #[allow(dead_code)]
 #[path = "../api/ws_client.rs"]
