@@ -18,6 +18,9 @@
 //! - [`hub`]: one node's hub (tokio): the registry of local sockets, the replica of the cluster,
 //!   per-tick batching, serialize-once fan-out over bounded broadcast rings, the lag policy, and
 //!   live views (a directory of every account, the list order, one group per watched window).
+//! - [`client`]: the client side of the tutorial and `roster.v1` protocols (frames, the `seq`
+//!   rule, a client's copy of the online list), shared by the load generator, the protocol
+//!   property tests and the fuzz targets.
 //! - [`layer`]: the `Layer` trait (a node's membership of the cluster), [`layer::MemoryCluster`]
 //!   (in-process) and the conformance suite every implementation passes.
 //!
@@ -30,6 +33,7 @@
 //! each batch once per protocol, and publishes it to a bounded broadcast ring that every
 //! [`Connection`] reads from.
 
+pub mod client;
 pub mod event;
 pub mod hub;
 pub mod layer;

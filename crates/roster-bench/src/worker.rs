@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
+use presence::client::{Frame, Parsed, SeqError, Sequence};
 use presence::protocol::views::{parse_view_frame, view_request, PageView, ViewFrame};
 use presence::Window;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::ws::{self, now_us, Frame, Mode, Parsed, Target};
+use crate::ws::{self, now_us, Mode, Target};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SockSpec {
@@ -122,7 +123,7 @@ struct SockState {
     bits: Vec<u64>,
     count: u64,
     converged_at: Option<u64>,
-    last_seq: Option<u64>,
+    seq: Sequence,
     seq_gaps: u64,
     snapshots: u64,
     closed: Option<String>,
@@ -216,11 +217,11 @@ impl Ctx {
     }
 
     fn on_v1_or_tutorial(&self, st: &mut SockState, text: &str, recv: u64) {
-        let Ok(frame) = serde_json::from_str::<Frame>(text) else { return };
+        let Ok(frame) = Frame::parse(text) else { return };
         match frame.parsed() {
             Parsed::Snapshot { seq, online } => {
                 st.snapshots += 1;
-                st.last_seq = Some(seq);
+                st.seq.snapshot(seq);
                 st.bits.iter_mut().for_each(|w| *w = 0);
                 st.count = 0;
                 for name in online {
@@ -231,13 +232,9 @@ impl Ctx {
                 }
             }
             Parsed::Changes { seq, changes } => {
-                if let Some(seq) = seq {
-                    if let Some(last) = st.last_seq {
-                        if seq != last + 1 {
-                            st.seq_gaps += 1;
-                        }
-                    }
-                    st.last_seq = Some(seq);
+                // Missed, repeated or late diffs count; a diff before the first snapshot does not.
+                if let Some(Err(SeqError::Stale { .. } | SeqError::Gap { .. })) = seq.map(|s| st.seq.diff(s)) {
+                    st.seq_gaps += 1;
                 }
                 for c in changes {
                     if c.username == self.trigger {

@@ -1,8 +1,7 @@
-//! WebSocket side: connecting from a chosen loopback source address, and parsing the
-//! tutorial frames (`{"username","is_logged_in"}`) and `roster.v1` snapshot/diff frames
-//! (`roster.v2` frames are parsed with the presence crate's own types: see the worker).
+//! WebSocket side: connecting from a chosen loopback source address. Frames are read with the
+//! presence crate's client side (`presence::client` for the tutorial and `roster.v1`,
+//! `presence::protocol::views` for `roster.v2`: see the worker).
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -91,75 +90,4 @@ pub async fn connect(target: &Target, cookie: Option<&str>, src: Option<IpAddr>)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     Ok(ws)
-}
-
-#[derive(Deserialize)]
-pub struct User<'a> {
-    #[serde(borrow)]
-    pub username: Cow<'a, str>,
-}
-
-/// Any frame of either protocol (unknown fields ignored).
-#[derive(Deserialize)]
-pub struct Frame<'a> {
-    #[serde(borrow, default)]
-    pub username: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub is_logged_in: Option<bool>,
-    #[serde(rename = "type", borrow, default)]
-    pub ty: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub seq: Option<u64>,
-    #[serde(borrow, default)]
-    pub online: Option<Vec<User<'a>>>,
-    #[serde(borrow, default)]
-    pub offline: Option<Vec<User<'a>>>,
-}
-
-/// One presence transition carried by a frame.
-pub struct Transition<'a> {
-    pub username: &'a str,
-    pub online: bool,
-}
-
-pub enum Parsed<'a> {
-    /// A `roster.v1` snapshot: the full online list.
-    Snapshot {
-        seq: u64,
-        online: Vec<&'a str>,
-    },
-    /// Tutorial frame(s) or a v1 diff.
-    Changes {
-        seq: Option<u64>,
-        changes: Vec<Transition<'a>>,
-    },
-    Other,
-}
-
-impl<'a> Frame<'a> {
-    pub fn parsed(&'a self) -> Parsed<'a> {
-        match self.ty.as_deref() {
-            Some("snapshot") => Parsed::Snapshot {
-                seq: self.seq.unwrap_or(0),
-                online: self.online.iter().flatten().map(|u| u.username.as_ref()).collect(),
-            },
-            Some("diff") => {
-                let mut changes = Vec::new();
-                for u in self.online.iter().flatten() {
-                    changes.push(Transition { username: &u.username, online: true });
-                }
-                for u in self.offline.iter().flatten() {
-                    changes.push(Transition { username: &u.username, online: false });
-                }
-                Parsed::Changes { seq: self.seq, changes }
-            }
-            Some(_) => Parsed::Other,
-            None => match (&self.username, self.is_logged_in) {
-                (Some(u), Some(b)) => {
-                    Parsed::Changes { seq: None, changes: vec![Transition { username: u, online: b }] }
-                }
-                _ => Parsed::Other,
-            },
-        }
-    }
 }

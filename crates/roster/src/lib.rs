@@ -16,6 +16,7 @@
 //! - [`cli`]: the `migrate` and `user` subcommands.
 //! - [`logging`]: the tutorial's console log lines, or JSON.
 //! - [`session_purge`]: deletes expired sessions on a schedule.
+//! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/` (docs/fuzzing.md).
 //!
 //! Presence (who is online, transitions, fan-out) lives in the separate `presence` crate,
 //! which knows nothing about HTTP, HTML or SQL.
@@ -24,6 +25,8 @@ pub mod accounts;
 pub mod app;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod net;
 pub mod redact;

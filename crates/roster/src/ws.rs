@@ -31,7 +31,7 @@ use presence::protocol::{
     write_ws_frame, CLOSE_ACCOUNT_DISABLED, CLOSE_GOING_AWAY, CLOSE_LAGGING, CLOSE_LOGGED_OUT, OPCODE_CLOSE,
     OPCODE_PING, OPCODE_PONG, OPCODE_TEXT,
 };
-use presence::{ConnectError, Connection, Outgoing, Protocol, Session, SessionKey, UserRef, Window};
+use presence::{ConnectError, Connection, Outgoing, Protocol, Session, SessionKey, UserRef};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ use crate::web::metrics::Throttled;
 use crate::web::session::MaybeUser;
 use crate::web::AppState;
 pub use handshake::Refusal;
-use handshake::{accept_key, handshake_key};
+pub(crate) use handshake::{accept_key, handshake_key, protocol_and_window};
 
 mod handshake;
 
@@ -89,20 +89,9 @@ pub async fn users_socket(
         tracing::warn!(peer = %peer, "WebSocket REJECT /users/: foreign Origin");
         return Refusal::Origin.respond("This origin may not open the live list.");
     }
-    let protocol = Protocol::negotiate(
-        headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',')),
-    );
-    // roster.v2: the window to watch comes with the handshake, so the page needs no round trip.
-    let window = match protocol {
-        Protocol::RosterV2 => match Window::from_query(req.uri().query().unwrap_or(""), app.page_size) {
-            Ok(window) => Some(window),
-            Err(e) => return Refusal::Window.respond(e.message()),
-        },
-        _ => None,
+    let (protocol, window) = match protocol_and_window(headers, req.uri().query(), app.page_size) {
+        Ok(picked) => picked,
+        Err(e) => return Refusal::Window.respond(e.message()),
     };
     let user_ref = UserRef::new(me.user.id, me.user.username.as_str());
     let session = Session { key: SessionKey::from(me.session_hash.as_str()), expires_at: Some(me.expires_at) };
@@ -410,7 +399,7 @@ async fn write_close<W: AsyncWrite + Unpin>(wr: &mut W, code: u16, reason: &str)
 
 /// What the peer sent that the loop acts on.
 #[derive(Debug, PartialEq, Eq)]
-enum Incoming {
+pub(crate) enum Incoming {
     /// Answer with a pong carrying this payload.
     Ping(Vec<u8>),
     /// The peer closes, with its code if it sent one.
@@ -422,7 +411,7 @@ enum Incoming {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum ReadError {
+pub(crate) enum ReadError {
     /// EOF or an I/O error.
     Gone,
     /// Close the connection with this code (1002 protocol error, 1009 too big; for a roster.v2
@@ -434,7 +423,7 @@ enum ReadError {
 /// in the struct, and the only await is a read into the buffer. Data payloads are skipped unread,
 /// unless `messages` is set (roster.v2): then text messages of at most [`MAX_CLIENT_TEXT`] bytes
 /// are unmasked into a buffer of their own (allocated only while one is arriving) and delivered.
-struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     rd: R,
     buf: [u8; READ_BUFFER],
     start: usize,
@@ -446,7 +435,7 @@ struct FrameReader<R> {
     /// A fragmented data message is in progress (continuation frames expected).
     fragmented: bool,
     /// Deliver text messages (roster.v2) instead of skipping them.
-    messages: bool,
+    pub(crate) messages: bool,
     /// The current text frame being unmasked into `text`.
     collecting: Option<Collect>,
     /// The text message so far.
@@ -465,7 +454,7 @@ struct Collect {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    fn new(rd: R) -> Self {
+    pub(crate) fn new(rd: R) -> Self {
         FrameReader {
             rd,
             buf: [0; READ_BUFFER],
@@ -480,7 +469,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    async fn next(&mut self) -> Result<Incoming, ReadError> {
+    pub(crate) async fn next(&mut self) -> Result<Incoming, ReadError> {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min((self.end - self.start) as u64);

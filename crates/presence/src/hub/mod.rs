@@ -430,6 +430,10 @@ impl Hub {
         let down = core.registry.close_user(user, CLOSE_ACCOUNT_DISABLED, now_ms);
         core.outbox.extend(down);
         core.outbox.push(change);
+        // A user who had closed their last socket is still online through the grace: the account
+        // is gone, so is the grace (else a deleted user shows online, and in the same batch as
+        // their deletion).
+        core.outbox.push(Change::EndGrace(user));
         self.inner.queue(core);
     }
 

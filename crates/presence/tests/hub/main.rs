@@ -309,6 +309,37 @@ async fn close_user_closes_every_session_with_1008() {
     assert!(!t.hub.is_online(2));
 }
 
+/// Found by the protocol property tests (tests/protocol): an account deleted or deactivated
+/// while its user was in the grace (last socket closed) stayed online through the grace, and a
+/// roster.v1 diff listed the user both online and deleted.
+#[tokio::test(start_paused = true)]
+async fn an_account_closed_during_the_grace_goes_offline_at_once() {
+    for delete in [true, false] {
+        let t = start(5_000, 100, 1024);
+        let mut v1 = t.open(1, "w", Protocol::RosterV1);
+        let mut client = Client::default();
+        settle().await;
+        client.drain(&mut v1);
+        drop(t.open(2, "s", Protocol::Tutorial));
+        settle().await;
+        if delete {
+            t.hub.user_deleted(2);
+        } else {
+            t.hub.close_user(2);
+        }
+        tokio::time::advance(Duration::from_millis(200)).await;
+        settle().await;
+        assert!(!t.hub.is_online(2), "offline at once, not after the grace");
+        let f = frame(&mut v1, SOON).await;
+        let ServerFrame::Diff(d) = parse_server_frame(&f).unwrap() else { panic!("a diff") };
+        assert!(d.online.is_empty(), "not online in the batch that closes the account: {d:?}");
+        assert_eq!(d.offline.iter().map(|u| u.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(d.deleted, if delete { vec![2] } else { vec![] });
+        client.apply(&f);
+        client.assert_matches(&t.hub);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn per_user_socket_cap() {
     let t = start(5_000, 100, 1024);

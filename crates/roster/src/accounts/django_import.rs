@@ -12,9 +12,9 @@
 //! sha1, scrypt …) are refused per row. Error messages never include the password column.
 //! Pure: reads from any `io::Read`, writes nothing; storing the users is the caller's job.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::io::Read;
+use std::io::{self, Read};
 
 use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
@@ -107,7 +107,7 @@ const COLUMNS: [&str; 6] = ["username", "password", "is_staff", "is_active", "da
 /// Read a CSV export of `auth_user`. Fails only if the header is unreadable or lacks a needed
 /// column; every other problem is a [`RowError`].
 pub fn import_csv<R: Read>(reader: R) -> Result<Imported, ImportError> {
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(LineIndex::new(reader));
     let header = csv.byte_headers().map_err(ImportError::Header)?.clone();
     let names: Vec<String> = header
         .iter()
@@ -131,7 +131,7 @@ pub fn import_csv<R: Read>(reader: R) -> Result<Imported, ImportError> {
         match csv.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let line = record.position().map_or(line, |p| p.line());
+                let line = record.position().and_then(|p| csv.get_mut().line_at(p.byte())).unwrap_or(line);
                 match parse_row(&record, &index) {
                     Ok(user) => {
                         let key = user.username.key();
@@ -148,7 +148,7 @@ pub fn import_csv<R: Read>(reader: R) -> Result<Imported, ImportError> {
                 }
             }
             Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
+                let line = e.position().and_then(|p| csv.get_mut().line_at(p.byte())).unwrap_or(line);
                 let kind = RowErrorKind::Csv(e.to_string());
                 imported.errors.push(RowError { line, kind });
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
@@ -158,6 +158,67 @@ pub fn import_csv<R: Read>(reader: R) -> Result<Imported, ImportError> {
         }
     }
     Ok(imported)
+}
+
+/// The reader under the CSV parser, noting where each non-empty line starts. The parser counts
+/// only `\n` and reports a record where the previous one ended (before the empty lines it
+/// skips); a row's line is that of its first byte, with `\n`, `\r\n` and a lone `\r` all ending
+/// a line. Keeps only the lines the parser has read but not yet returned: bounded by its buffer.
+struct LineIndex<R> {
+    inner: R,
+    /// Bytes read so far.
+    offset: u64,
+    /// The line of the next byte (1-based).
+    line: u64,
+    at_line_start: bool,
+    after_cr: bool,
+    /// (offset of the first byte, line) of the non-empty lines read and not yet passed.
+    starts: VecDeque<(u64, u64)>,
+}
+
+impl<R> LineIndex<R> {
+    fn new(inner: R) -> Self {
+        LineIndex { inner, offset: 0, line: 1, at_line_start: true, after_cr: false, starts: VecDeque::new() }
+    }
+
+    /// The line of the first non-empty line starting at or after byte `at` (a record's start,
+    /// as the parser reports it). Calls must not go backwards.
+    fn line_at(&mut self, at: u64) -> Option<u64> {
+        while self.starts.front().is_some_and(|&(start, _)| start < at) {
+            self.starts.pop_front();
+        }
+        self.starts.front().map(|&(_, line)| line)
+    }
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            match b {
+                b'\r' => {
+                    self.line += 1;
+                    self.at_line_start = true;
+                    self.after_cr = true;
+                }
+                b'\n' => {
+                    // The `\n` of a `\r\n` ends no second line.
+                    if !std::mem::take(&mut self.after_cr) {
+                        self.line += 1;
+                    }
+                    self.at_line_start = true;
+                }
+                _ => {
+                    self.after_cr = false;
+                    if std::mem::take(&mut self.at_line_start) {
+                        self.starts.push_back((self.offset, self.line));
+                    }
+                }
+            }
+            self.offset += 1;
+        }
+        Ok(n)
+    }
 }
 
 fn field<'r>(record: &'r csv::ByteRecord, index: &[usize; 6], which: usize) -> Result<&'r str, RowErrorKind> {
@@ -467,6 +528,25 @@ mod tests {
                 (14, RowErrorKind::Timestamp { column: "last_login", value: "2024-13-01 00:00:00".into() }),
             ]
         );
+    }
+
+    /// Found by the `django_import` fuzz target: Windows (`\r\n`) and old Mac (`\r`) line ends
+    /// gave wrong line numbers (every `\r`-ended row was "line 1").
+    #[test]
+    fn line_numbers_count_cr_and_crlf_line_ends() {
+        let lf = format!(
+            "username,password,is_staff,is_active,date_joined,last_login\n\
+             good,{PBKDF2},f,t,2024-01-01 00:00:00+00,\n\
+             bad name,{PBKDF2},f,t,2024-01-01 00:00:00+00,\n\
+             \"multi\nline\",{PBKDF2},f,t,2024-01-01 00:00:00+00,\n\
+             \n\
+             flag,{PBKDF2},yes,t,2024-01-01 00:00:00+00,\n"
+        );
+        let lines = |csv: &str| -> Vec<u64> { import(csv).errors.iter().map(|e| e.line).collect() };
+        assert_eq!(lines(&lf), [3, 4, 7]);
+        assert_eq!(lines(&lf.replace('\n', "\r\n")), [3, 4, 7], "CRLF");
+        assert_eq!(lines(&lf.replace('\n', "\r")), [3, 4, 7], "CR");
+        assert_eq!(lines(&lf.replace("\"multi\nline\"", "\"multi\r\nline\"")), [3, 4, 7], "CRLF in a quoted field");
     }
 
     #[test]

@@ -164,6 +164,8 @@ struct Argon2Hash<'a> {
     params: Params,
 }
 
+/// Parses `stored` and checks everything verification will need (so that [`is_supported_hash`],
+/// which the import relies on, says yes exactly when [`verify`] can answer).
 fn parse_argon2(stored: &str) -> Option<Argon2Hash<'_>> {
     let hash = PasswordHash::new(stored).ok()?;
     let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
@@ -171,11 +173,25 @@ fn parse_argon2(stored: &str) -> Option<Argon2Hash<'_>> {
         None => Version::V0x13,
         Some(v) => Version::try_from(v).ok()?,
     };
+    // Bounded before `Params` sees them: its own check computes `8 * p`, which overflows for a
+    // huge `p` (a panic where overflow is checked).
+    let bounded = hash.params.iter().all(|(name, value)| {
+        let max = match name.as_str() {
+            "m" => MAX_ARGON2_M_COST,
+            "t" => MAX_ARGON2_T_COST,
+            "p" => MAX_ARGON2_P_COST,
+            _ => return true,
+        };
+        value.decimal().is_ok_and(|v| v <= max)
+    });
+    if !bounded {
+        return None;
+    }
     let params = Params::try_from(&hash).ok()?;
-    let bounded = params.m_cost() <= MAX_ARGON2_M_COST
-        && params.t_cost() <= MAX_ARGON2_T_COST
-        && params.p_cost() <= MAX_ARGON2_P_COST;
-    (bounded && hash.salt.is_some() && hash.hash.is_some()).then_some(Argon2Hash { hash, algorithm, version, params })
+    // The salt must decode to what Argon2 takes (base64 of 8 bytes or more).
+    let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+    let salt_len = hash.salt?.decode_b64(&mut salt_buf).ok()?.len();
+    (salt_len >= argon2::MIN_SALT_LEN && hash.hash.is_some()).then_some(Argon2Hash { hash, algorithm, version, params })
 }
 
 fn verify_argon2(raw: &str, stored: &str) -> (Verification, bool) {
@@ -462,6 +478,36 @@ mod tests {
         assert!(is_supported_hash(DJANGO_PBKDF2));
         assert!(is_supported_hash(DJANGO_ARGON2_PHC));
         assert!(is_supported_hash("!abc"));
+    }
+
+    /// Found by the `django_hash` fuzz target: an Argon2 hash whose salt does not decode (a
+    /// length of 4n+1 base64 characters) or decodes to fewer than 8 bytes passed
+    /// `is_supported_hash` (so the import took it) but could never verify: the user could never
+    /// log in. Both now agree: malformed.
+    #[test]
+    fn argon2_salts_that_cannot_verify_are_refused_by_the_import_too() {
+        let hash = "pYvs6bWfI64b1zPjlUtCAru+sU1D1txTLnYpP92XqnQ";
+        for salt in ["c2FsdHNhbHQx1", "c2Fs", "c2FsdA", "YWJjZGVmZw"] {
+            let stored = format!("$argon2id$v=19$m=64,t=1,p=1${salt}${hash}");
+            assert_eq!(verify(PASSWORD, &stored), Verification::Malformed, "{stored}");
+            assert!(!is_supported_hash(&stored), "{stored}");
+        }
+        // Eight bytes is the least Argon2 takes.
+        let eight = format!("$argon2id$v=19$m=64,t=1,p=1$YWJjZGVmZ2g${hash}");
+        assert_eq!(verify(PASSWORD, &eight), Verification::Invalid);
+        assert!(is_supported_hash(&eight));
+    }
+
+    /// Found by the `django_hash` fuzz target: a huge `p` overflowed in the argon2 crate's own
+    /// parameter check (`8 * p`), a panic in builds with overflow checks.
+    #[test]
+    fn a_huge_argon2_parallelism_is_malformed_not_a_panic() {
+        for p in ["536870912", "4294967295", "99999999999"] {
+            let stored =
+                format!("$argon2id$v=19$m=19456,t=2,p={p}$c2FsdHNhbHQ$pYvs6bWfI64b1zPjlUtCAru+sU1D1txTLnYpP92XqnQ");
+            assert_eq!(verify(PASSWORD, &stored), Verification::Malformed, "{stored}");
+            assert!(!is_supported_hash(&stored), "{stored}");
+        }
     }
 
     #[tokio::test]

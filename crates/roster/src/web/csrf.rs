@@ -59,6 +59,18 @@ impl CsrfToken {
         mask + &cipher
     }
 
+    /// The secret of a request's `csrftoken` cookie, if it has a well-formed one.
+    pub(crate) fn from_cookie(headers: &HeaderMap) -> Option<CsrfToken> {
+        cookie_value(headers, CSRF_COOKIE)
+            .filter(|v| v.len() == SECRET_LEN && is_token_chars(v))
+            .map(|secret| CsrfToken { secret: secret.to_owned() })
+    }
+
+    /// The secret itself (what the cookie holds).
+    pub(crate) fn secret(&self) -> &str {
+        &self.secret
+    }
+
     /// The `Set-Cookie` value that stores this secret.
     pub fn cookie(&self, opts: CookieOptions) -> HeaderValue {
         set_cookie(CSRF_COOKIE, &self.secret, Some(CSRF_COOKIE_MAX_AGE), false, opts)
@@ -133,10 +145,18 @@ impl CsrfPolicy {
         own || self.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(origin))
     }
 
+    /// Whether a WebSocket handshake's `Origin` may connect: absent (not a browser), this
+    /// site's own scheme and host, or one of `--allowed-origins` (the same rule as CSRF).
+    pub fn socket_origin_allowed(&self, headers: &HeaderMap, https: bool) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else { return true };
+        let Ok(origin) = origin.to_str() else { return false };
+        self.origin_allowed(origin, headers, https)
+    }
+
     /// Django's source check for an unsafe request: a present `Origin` must be allowed; on
     /// HTTPS without `Origin`, a `Referer` is required and must be an `https` URL of this host
     /// or of an `https` allowed origin (so a man in the middle of plain HTTP cannot post).
-    fn check_source(&self, headers: &HeaderMap, https: bool) -> Result<(), &'static str> {
+    pub(crate) fn check_source(&self, headers: &HeaderMap, https: bool) -> Result<(), &'static str> {
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().map_err(|_| "Origin checking failed.")?;
             if origin == "null" {
@@ -183,13 +203,20 @@ fn request_host(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty())
 }
 
+/// The token a request submits: the `X-CSRFToken` header, else the form's `csrfmiddlewaretoken`
+/// field (an undecodable form body is a 400).
+pub(crate) fn submitted_token(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, AppError> {
+    match headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(t) => Ok(Some(t.to_owned())),
+        None => Form::field_from_body(headers, body, CSRF_FIELD),
+    }
+}
+
 /// Middleware: ensures every client has a CSRF secret, and checks unsafe requests (source,
 /// then token). The body of an unsafe request must arrive within the policy's `body_timeout`
 /// (else 408), so a client trickling a form cannot hold its connection.
 pub async fn csrf_middleware(policy: Arc<CsrfPolicy>, req: Request, next: Next) -> Response {
-    let existing = cookie_value(req.headers(), CSRF_COOKIE)
-        .filter(|v| v.len() == SECRET_LEN && is_token_chars(v))
-        .map(|secret| CsrfToken { secret: secret.to_owned() });
+    let existing = CsrfToken::from_cookie(req.headers());
     let fresh = existing.is_none();
     let token = existing.unwrap_or_else(CsrfToken::generate);
 
@@ -208,13 +235,9 @@ pub async fn csrf_middleware(policy: Arc<CsrfPolicy>, req: Request, next: Next) 
         if fresh {
             return reject("CSRF cookie not set.");
         }
-        let header_token = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let submitted = match header_token {
-            Some(t) => Some(t),
-            None => match Form::field_from_body(&parts.headers, &bytes, CSRF_FIELD) {
-                Ok(field) => field,
-                Err(e) => return e.into_response(),
-            },
+        let submitted = match submitted_token(&parts.headers, &bytes) {
+            Ok(submitted) => submitted,
+            Err(e) => return e.into_response(),
         };
         match submitted {
             None => return reject("CSRF token missing."),

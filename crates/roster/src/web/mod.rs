@@ -134,12 +134,9 @@ impl AppState {
         }))
     }
 
-    /// Whether a WebSocket handshake's `Origin` may connect: absent (not a browser), this
-    /// site's own scheme and host, or one of `--allowed-origins` (the same rule as CSRF).
+    /// Whether a WebSocket handshake's `Origin` may connect ([`CsrfPolicy::socket_origin_allowed`]).
     pub fn origin_allowed(&self, headers: &axum::http::HeaderMap, client: &ClientAddr) -> bool {
-        let Some(origin) = headers.get(header::ORIGIN) else { return true };
-        let Ok(origin) = origin.to_str() else { return false };
-        self.csrf.origin_allowed(origin, headers, self.csrf.is_https(client))
+        self.csrf.socket_origin_allowed(headers, self.csrf.is_https(client))
     }
 }
 

@@ -45,13 +45,13 @@ pub(super) fn frame_of<'a>(user: Option<&'a AuthUser>, csrf: &CsrfToken) -> Fram
 /// Django's two new-password fields (sign up, the admin's "set password"), checked: both
 /// required, equal, then the validators on the first (with `username` for the similarity
 /// check). Either the password or each field's errors.
-pub(super) struct PasswordFields {
+pub(crate) struct PasswordFields {
     pub password: Option<NewPassword>,
     pub password1_errors: Vec<String>,
     pub password2_errors: Vec<String>,
 }
 
-pub(super) fn password_fields(p1: &str, p2: &str, username: &str) -> PasswordFields {
+pub(crate) fn password_fields(p1: &str, p2: &str, username: &str) -> PasswordFields {
     let mut fields = PasswordFields { password: None, password1_errors: Vec::new(), password2_errors: Vec::new() };
     if p1.is_empty() {
         fields.password1_errors.push(REQUIRED.to_owned());

@@ -1,10 +1,13 @@
 //! The opening handshake of `GET /users/` (RFC 6455 §4.2): what makes a request a valid one,
-//! the `Sec-WebSocket-Accept` answer, and every reason a handshake is refused, each with its
-//! status and its label in `roster_ws_handshakes_refused_total` (a fixed set).
+//! the `Sec-WebSocket-Accept` answer, the subprotocol and (roster.v2) window it asks for, and
+//! every reason a handshake is refused, each with its status and its label in
+//! `roster_ws_handshakes_refused_total` (a fixed set).
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use presence::protocol::views::WindowError;
+use presence::{Protocol, Window};
 use sha1::{Digest, Sha1};
 
 /// RFC 6455 §1.3.
@@ -105,6 +108,27 @@ pub fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue
         Some(key) if !key.is_empty() && key.len() <= 64 => Ok(key.clone()),
         _ => Err((Refusal::Key, "Sec-WebSocket-Key is missing.")),
     }
+}
+
+/// The subprotocol the handshake offers, and for roster.v2 the window to watch, which comes with
+/// the handshake URL so the page needs no round trip.
+pub fn protocol_and_window(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    page_size: u32,
+) -> Result<(Protocol, Option<Window>), WindowError> {
+    let protocol = Protocol::negotiate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',')),
+    );
+    let window = match protocol {
+        Protocol::RosterV2 => Some(Window::from_query(query.unwrap_or(""), page_size)?),
+        _ => None,
+    };
+    Ok((protocol, window))
 }
 
 /// Whether a comma-separated header holds `token` (case-insensitive).
