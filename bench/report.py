@@ -2,7 +2,9 @@
 """Turn one bench/run result directory (one JSON object per scenario) into BENCHMARKS.md.
 
 usage: report.py RESULTS_DIR > BENCHMARKS.md
-Appends bench/FINDINGS.md (hand-written: causes found, profiles, what is still wrong).
+Appends bench/FINDINGS.md (hand-written: causes found, profiles, what is still wrong). The
+cluster section comes from bench/report_cluster.py: from this run's results, or, when this run
+has none, as the current BENCHMARKS.md has it.
 """
 import json
 import os
@@ -11,8 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import report_cluster
+from reportlib import Results, fmt, ratio, verdict
+
 out = Path(sys.argv[1])
-res = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+R = Results(out)
+res, get, failed_note = R.res, R.get, R.failed_note
 root = Path(__file__).resolve().parent.parent
 env = os.environ
 
@@ -24,40 +30,8 @@ def sh(*cmd):
         return "?"
 
 
-def get(name, key):
-    d = res.get(name)
-    if not d or d.get("failed"):
-        return None
-    return d.get(key)
-
-
-def fmt(v):
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:,.2f}".rstrip("0").rstrip(".")
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-def ratio(a, b, digits=2):
-    if a is None or b in (None, 0):
-        return "–"
-    return f"{a / b:.{digits}f}×"
-
-
 def sizes(name):
     return [int(n) for n in env.get(name, "").split()]
-
-
-def failed_note(name):
-    d = res.get(name)
-    if d and d.get("failed"):
-        return f"failed: {d.get('error', '').strip()[:200]}"
-    return None
 
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -88,10 +62,6 @@ fan = sizes("FANOUT_SIZES") or sorted({int(n.rsplit("-", 1)[1]) for n in res if 
 L.append("## SPEC targets (single node)\n")
 L.append("| target | Roster | reference in this run | met |")
 L.append("|---|---|---|---|")
-
-
-def verdict(ok):
-    return "–" if ok is None else ("**yes**" if ok else "**no**")
 
 
 for key, label, k, fk in (("roster-hold", "held for 2 s", "rss_bytes_per_socket_after_hold", "floor-hold"),
@@ -130,7 +100,9 @@ lb = get("roster-list-big", "requests_per_s")
 ok = None if lb is None else lb >= 1000
 L.append(f"| user list, {fmt(get('roster-import', 'accounts'))} accounts, {fmt(get('roster-list-big', 'online_sockets'))} "
          f"online: ≥ 1,000 requests/s | {fmt(lb)} req/s | – | {verdict(ok)} |")
-L.append("| four nodes + one Redis: 60,000 sockets, p99 ≤ 1.5× single node | not built (the Redis layer is a later issue) | – | – |")
+old = root / "BENCHMARKS.md"
+old = old.read_text() if old.exists() else ""
+L.append(report_cluster.target_row(R, old))
 L.append("")
 
 # ------------------------------------------------------------------ live views (issue 13)
@@ -284,16 +256,21 @@ L.append("- Roster: `roster serve --bind 127.0.0.1:0 --database-url sqlite://TMP
 L.append("- floor: `roster-floor --bind 127.0.0.1:0` (read buffer 256 B, write buffer 4 KiB, broadcast capacity 1024)")
 L.append("- Django: `bench/peers/django-channels/run --fast-hasher` (one daphne process, private redis-server, SQLite; MD5 hasher only to seed fast)\n")
 
+L.extend(report_cluster.section(R, env, old))
+
 findings = root / "bench/FINDINGS.md"
 if findings.exists():
     L.append(findings.read_text().rstrip() + "\n")
 
 L.append("## Commands (as run)\n")
+# The cluster's commands and raw results are in its own section.
 for name, d in res.items():
-    L.append(f"- `{name}`: `{d.get('command', '?')}`")
+    if not report_cluster.ours(name):
+        L.append(f"- `{name}`: `{d.get('command', '?')}`")
 L.append("\n## Raw results\n")
 L.append("```")
 for name, d in res.items():
-    L.append(json.dumps(d, sort_keys=True))
+    if not report_cluster.ours(name):
+        L.append(json.dumps(d, sort_keys=True))
 L.append("```")
 print("\n".join(L))

@@ -14,24 +14,27 @@
 //! addresses `127.0.0.2..` (bind before connect) to avoid ephemeral-port exhaustion.
 
 mod http;
+mod pool;
+mod redis_info;
+mod servers;
 mod worker;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
+use pool::Pool;
 use presence::Window;
-use worker::{Change, Cmd, PageExpect, Ready, Report, SockSpec, Stats, StormRange, WorkerInit};
+use redis_info::{RedisProbe, Unit};
+use servers::Servers;
+use worker::{Change, PageExpect, Report, SockSpec, StormRange};
 use ws::{now_us, Mode, Target};
 
 #[derive(Parser)]
@@ -149,9 +152,11 @@ struct SeedArgs {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Base URL of the server, e.g. http://127.0.0.1:8000
-    #[arg(long)]
-    url: String,
+    /// Base URL of the server, e.g. http://127.0.0.1:8000. Repeat it for the nodes of a cluster:
+    /// watcher socket `j` goes to node `j % nodes`; log-ins, probes, a fan-out's trigger and a
+    /// storm's sockets use the first.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// Wire protocol: tutorial (Roster default, Django), v1 (Roster's roster.v1), page (what
     /// Roster's built-in page speaks: roster.v2 on `--window`), floor.
     #[arg(long, value_enum, default_value_t = Mode::Tutorial)]
@@ -181,9 +186,19 @@ struct Common {
     /// Concurrent form log-ins.
     #[arg(long, default_value_t = 8)]
     login_concurrency: usize,
-    /// PID of the server process, to report its RSS (VmRSS) before and after.
+    /// PID of the server process, to report its RSS (VmRSS) and CPU. Repeat it with several
+    /// --url, in the same order: figures are summed and also given per node.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// The cluster's Redis (redis://HOST:PORT), to report its commands (INFO commandstats, the
+    /// scripts' inner commands included) and CPU (INFO cpu): hold, per socket while connecting;
+    /// fanout, per change, and again less the idle rate of a stretch just before the changes.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Fan-out with --redis-url: that idle stretch (ms; default: as long as the changes and the
+    /// tail, so the periodic work of the nodes, heartbeats and sweeps, weighs the same in both).
+    #[arg(long)]
+    redis_idle_ms: Option<u64>,
     /// After the watchers connect, wait until no frame arrived for this long (ms) ...
     #[arg(long, default_value_t = 1000)]
     quiet_ms: u64,
@@ -208,6 +223,27 @@ struct Common {
     cookie_cache: Option<std::path::PathBuf>,
 }
 
+impl Common {
+    /// The first --url: log-ins, probes, the fan-out trigger and storm sockets go there.
+    fn url(&self) -> &str {
+        &self.url[0]
+    }
+
+    /// One target per --url, in their order (the watchers' node indexes).
+    fn targets(&self) -> Vec<Target> {
+        self.url.iter().map(|u| Target::new(u, self.mode, &self.window)).collect()
+    }
+
+    /// The URL fields of a result: `url` (the first) and, for a cluster, every node's.
+    fn url_fields(&self) -> Vec<(&'static str, Value)> {
+        let mut f = vec![("url", json!(self.url())), ("nodes", json!(self.url.len()))];
+        if self.url.len() > 1 {
+            f.push(("urls", json!(self.url)));
+        }
+        f
+    }
+}
+
 fn src_addr(i: usize, n: u8) -> Option<IpAddr> {
     (n > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % n as usize) as u8)))
 }
@@ -218,21 +254,6 @@ fn base(url: &str) -> String {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// User + system CPU seconds of a process (/proc/PID/stat, assuming 100 ticks/s).
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
 }
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
@@ -364,7 +385,7 @@ async fn log_in_names(c: &Common, names: Vec<String>) -> Result<Vec<String>, Str
         }
         _ => Default::default(),
     };
-    let b = base(&c.url);
+    let b = base(c.url());
     let clients: Arc<Vec<reqwest::Client>> =
         Arc::new((0..c.source_addrs.max(1) as usize).map(|i| http::client(src_addr(i, c.source_addrs))).collect());
     let sem = Arc::new(Semaphore::new(c.login_concurrency.max(1)));
@@ -400,8 +421,15 @@ async fn watcher_specs(c: &Common, n: usize) -> Result<(Vec<SockSpec>, usize, f6
     let t0 = Instant::now();
     let cookies = if c.mode == Mode::Floor { vec![] } else { log_in_all(c, 0..users).await? };
     let login_secs = t0.elapsed().as_secs_f64();
+    // Socket j goes to node j % nodes; its source address counts per node, so every node sees
+    // every source address (the server caps connections per address).
+    let nodes = c.url.len();
     let mut specs: Vec<SockSpec> = (0..n)
-        .map(|j| SockSpec { cookie: cookies.get(j % users.max(1)).cloned(), src: src_addr(j, c.source_addrs) })
+        .map(|j| SockSpec {
+            cookie: cookies.get(j % users.max(1)).cloned(),
+            src: src_addr(j / nodes, c.source_addrs),
+            node: j % nodes,
+        })
         .collect();
     if c.shuffle_arrivals {
         shuffle(&mut specs, 0x9E37_79B9_7F4A_7C15);
@@ -429,204 +457,38 @@ fn mean(v: &[u64]) -> f64 {
     (v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 * 10.0).round() / 10.0
 }
 
-// ---------------------------------------------------------------- workers
-
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Worker {
-    async fn send(&mut self, cmd: &Cmd) -> Result<(), String> {
-        let mut s = serde_json::to_string(cmd).map_err(|e| e.to_string())?;
-        s.push('\n');
-        self.stdin.write_all(s.as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))
-    }
-    async fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
-        let line = self.lines.next_line().await.map_err(|e| e.to_string())?.ok_or("worker exited")?;
-        serde_json::from_str(&line).map_err(|e| format!("worker said {line:.200}: {e}"))
-    }
-}
-
-struct Pool {
-    workers: Vec<Worker>,
-    ready: Ready,
-}
-
-impl Pool {
-    /// Start the workers, hand each its share of `specs`, wait until all have connected.
-    async fn start(
-        c: &Common,
-        target: &Target,
-        specs: Vec<SockSpec>,
-        trigger_user: &str,
-        storm: Option<StormRange>,
-        expect: Option<PageExpect>,
-    ) -> Result<Pool, String> {
-        // Checked here; the workers parse it again (the window type has no serde on purpose).
-        let window = (c.mode == Mode::Page).then(|| page_window(c).map(|_| c.window.clone())).transpose()?;
-        let n = specs.len();
-        let k = c.workers.unwrap_or_else(|| 2.max(n.div_ceil(15_000))).clamp(1, n.max(1));
-        let mut shares: Vec<Vec<SockSpec>> = vec![Vec::new(); k];
-        for (j, s) in specs.into_iter().enumerate() {
-            shares[j % k].push(s);
-        }
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut workers = Vec::new();
-        for share in shares {
-            let mut child = tokio::process::Command::new(&exe)
-                .arg("worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("spawn worker: {e}"))?;
-            let mut stdin = child.stdin.take().ok_or("stdin")?;
-            let stdout = child.stdout.take().ok_or("stdout")?;
-            let init = WorkerInit {
-                target: target.clone(),
-                sockets: share,
-                connect_concurrency: c.connect_concurrency,
-                trigger_user: trigger_user.to_string(),
-                storm: storm.clone(),
-                window: window.clone(),
-                expect: expect.clone(),
-            };
-            let mut s = serde_json::to_string(&init).map_err(|e| e.to_string())?;
-            s.push('\n');
-            stdin.write_all(s.as_bytes()).await.map_err(|e| e.to_string())?;
-            workers.push(Worker { child, stdin, lines: BufReader::new(stdout).lines() });
-        }
-        let mut ready = Ready { start_us: u64::MAX, ..Default::default() };
-        for w in workers.iter_mut() {
-            let r: Ready = w.recv().await?;
-            ready.ok += r.ok;
-            ready.failed += r.failed;
-            ready.start_us = ready.start_us.min(r.start_us);
-            ready.end_us = ready.end_us.max(r.end_us);
-            for e in r.errors {
-                if ready.errors.len() < 5 {
-                    ready.errors.push(e);
-                }
-            }
-        }
-        Ok(Pool { workers, ready })
-    }
-
-    async fn stats(&mut self) -> Result<Stats, String> {
-        let mut s = Stats::default();
-        for w in self.workers.iter_mut() {
-            w.send(&Cmd::Stats).await?;
-        }
-        for w in self.workers.iter_mut() {
-            let r: Stats = w.recv().await?;
-            s.frames += r.frames;
-            s.converged += r.converged;
-            s.closed += r.closed;
-        }
-        Ok(s)
-    }
-
-    async fn mark(&mut self) -> Result<(), String> {
-        for w in self.workers.iter_mut() {
-            w.send(&Cmd::Mark).await?;
-        }
-        for w in self.workers.iter_mut() {
-            let _: Stats = w.recv().await?;
-        }
-        Ok(())
-    }
-
-    async fn report(&mut self, changes: &[Change]) -> Result<Report, String> {
-        for w in self.workers.iter_mut() {
-            w.send(&Cmd::Report { changes: changes.to_vec() }).await?;
-        }
-        let mut all = Report::default();
-        for w in self.workers.iter_mut() {
-            let r: Report = w.recv().await?;
-            all.latencies_us.extend(r.latencies_us);
-            all.missing += r.missing;
-            all.frames_total += r.frames_total;
-            all.frames_since_mark.extend(r.frames_since_mark);
-            all.converged_at_us.extend(r.converged_at_us);
-            all.closed += r.closed;
-            all.seq_gaps += r.seq_gaps;
-            all.snapshots += r.snapshots;
-            all.bytes_total += r.bytes_total;
-            all.bytes_since_mark.extend(r.bytes_since_mark);
-            all.first_frame_bytes.extend(r.first_frame_bytes);
-            all.ops_max_since_mark = all.ops_max_since_mark.max(r.ops_max_since_mark);
-            for e in r.close_reasons {
-                if all.close_reasons.len() < 5 {
-                    all.close_reasons.push(e);
-                }
-            }
-        }
-        Ok(all)
-    }
-
-    /// Wait until no frame arrived for `quiet_ms` (connect-time broadcasts have drained).
-    async fn quiet(&mut self, c: &Common) -> Result<f64, String> {
-        let t0 = Instant::now();
-        let mut last = self.stats().await?.frames;
-        loop {
-            tokio::time::sleep(Duration::from_millis(c.quiet_ms)).await;
-            let now = self.stats().await?.frames;
-            if now == last || t0.elapsed() > Duration::from_secs(c.quiet_max_secs) {
-                return Ok(t0.elapsed().as_secs_f64());
-            }
-            last = now;
-        }
-    }
-
-    async fn exit(mut self) {
-        for w in self.workers.iter_mut() {
-            let _ = w.send(&Cmd::Exit).await;
-        }
-        for mut w in self.workers {
-            drop(w.stdin);
-            let _ = tokio::time::timeout(Duration::from_secs(30), w.child.wait()).await;
-        }
-    }
-
-    fn connect_fields(&self) -> Vec<(&'static str, Value)> {
-        let secs = self.ready.end_us.saturating_sub(self.ready.start_us) as f64 / 1e6;
-        vec![
-            ("connected", json!(self.ready.ok)),
-            ("connect_failed", json!(self.ready.failed)),
-            ("connect_errors", json!(self.ready.errors)),
-            ("connect_seconds", json!((secs * 100.0).round() / 100.0)),
-            ("connects_per_s", json!((self.ready.ok as f64 / secs.max(1e-6)).round())),
-            ("workers", json!(self.workers.len())),
-        ]
-    }
-}
-
 // ---------------------------------------------------------------- hold
 
 async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
-    let target = Target::new(&c.url, c.mode, &c.window);
+    let targets = c.targets();
+    let servers = Servers::new(&c.server_pid, targets.len())?;
+    let redis = c.redis_url.as_deref().map(RedisProbe::new).transpose()?;
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
     let probe_cookie = specs.first().and_then(|s| s.cookie.clone());
-    let rss0 = c.server_pid.and_then(rss_kib);
-    let cpu0 = c.server_pid.and_then(cpu_secs);
-    let mut pool = Pool::start(&c, &target, specs, "", None, None).await?;
-    let cpu1 = c.server_pid.and_then(cpu_secs);
-    let rss1 = c.server_pid.and_then(rss_kib);
+    let s0 = servers.sample();
+    let redis0 = match &redis {
+        Some(r) => Some(r.sample().await?),
+        None => None,
+    };
+    let mut pool = Pool::start(&c, &targets, specs, "", None, None).await?;
+    let s1 = servers.sample();
+    let redis1 = match &redis {
+        Some(r) => Some(r.sample().await?),
+        None => None,
+    };
     tokio::time::sleep(Duration::from_secs(hold_secs)).await;
-    let rss2 = c.server_pid.and_then(rss_kib);
+    let s2 = servers.sample();
     let st = pool.stats().await?;
     let r = pool.report(&[]).await?;
     // One more page connecting while everyone is online: what its first frame (the snapshot) costs.
     let probe = match c.mode {
-        Mode::V1 | Mode::Page => Some(probe_first_frame(&target, probe_cookie.as_deref()).await?),
+        Mode::V1 | Mode::Page => Some(probe_first_frame(&targets[0], probe_cookie.as_deref()).await?),
         Mode::Tutorial | Mode::Floor => None,
     };
     // Page mode: and what the same connect costs in roster.v1 (a snapshot of everyone online).
     let probe_v1 = match c.mode {
         Mode::Page => {
-            let v1 = Target::new(&c.url, Mode::V1, &c.window);
+            let v1 = Target::new(c.url(), Mode::V1, &c.window);
             Some(probe_first_frame(&v1, probe_cookie.as_deref()).await?)
         }
         _ => None,
@@ -637,13 +499,13 @@ async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
         }
         _ => Value::Null,
     };
-    let mut f = vec![
-        ("url", json!(c.url)),
+    let mut f = c.url_fields();
+    f.extend([
         ("mode", json!(c.mode)),
         ("sockets", json!(n)),
         ("users", json!(users)),
         ("login_seconds", json!((login_secs * 100.0).round() / 100.0)),
-    ];
+    ]);
     f.extend(pool.connect_fields());
     f.extend([
         ("closed_during_hold", json!(st.closed)),
@@ -653,13 +515,26 @@ async fn hold(c: Common, n: usize, hold_secs: u64) -> Result<(), String> {
         ("first_frame_bytes_mean", json!(mean(&r.first_frame_bytes))),
         ("probe_connect_first_frame_bytes", json!(probe)),
         ("probe_v1_connect_first_frame_bytes", json!(probe_v1)),
-        ("server_cpu_seconds_connect", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 100.0).round() / 100.0))),
-        ("server_rss_kib_before", json!(rss0)),
-        ("server_rss_kib_connected", json!(rss1)),
-        ("server_rss_kib_after_hold", json!(rss2)),
-        ("rss_bytes_per_socket", per(rss0, rss1)),
-        ("rss_bytes_per_socket_after_hold", per(rss0, rss2)),
+        ("server_cpu_seconds_connect", json!(s1.cpu_since(&s0).map(|s| (s * 100.0).round() / 100.0))),
+        ("server_rss_kib_before", json!(s0.rss_total())),
+        ("server_rss_kib_connected", json!(s1.rss_total())),
+        ("server_rss_kib_after_hold", json!(s2.rss_total())),
+        ("rss_bytes_per_socket", per(s0.rss_total(), s1.rss_total())),
+        ("rss_bytes_per_socket_after_hold", per(s0.rss_total(), s2.rss_total())),
     ]);
+    if servers.cluster() {
+        f.extend([
+            ("connected_per_node", json!(pool.ready.ok_by_node)),
+            ("server_cpu_seconds_connect_per_node", s1.cpu_since_per_node(&s0)),
+            ("server_rss_kib_after_hold_per_node", s2.rss_per_node()),
+            ("rss_bytes_per_socket_after_hold_per_node", s2.rss_per_socket_per_node(&s0, &pool.ready.ok_by_node)),
+        ]);
+    }
+    if let (Some(a), Some(b)) = (&redis0, &redis1) {
+        f.extend(b.since(a).fields_per(pool.ready.ok, Unit::Socket, None));
+        f.push(("redis_used_memory_bytes_before", json!(a.used_memory())));
+        f.push(("redis_used_memory_bytes_connected", json!(b.used_memory())));
+    }
     emit("hold", f);
     pool.exit().await;
     Ok(())
@@ -697,7 +572,7 @@ async fn open_drained(
 }
 
 fn latency_fields(r: &Report, expected: u64) -> Vec<(&'static str, Value)> {
-    let mut l = r.latencies_us.clone();
+    let mut l: Vec<u64> = r.latencies_us.iter().flatten().copied().collect();
     l.sort_unstable();
     vec![
         ("deliveries", json!(l.len())),
@@ -713,19 +588,53 @@ fn latency_fields(r: &Report, expected: u64) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// A cluster's latencies by the node the watchers were on (the trigger's node is the first).
+fn latency_per_node_fields(r: &Report) -> Vec<(&'static str, Value)> {
+    let sorted: Vec<Vec<u64>> = r
+        .latencies_us
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l.sort_unstable();
+            l
+        })
+        .collect();
+    let at = |p: f64| json!(sorted.iter().map(|l| ms(pct(l, p))).collect::<Vec<_>>());
+    vec![
+        ("deliveries_per_node", json!(sorted.iter().map(Vec::len).collect::<Vec<_>>())),
+        ("p50_ms_per_node", at(50.0)),
+        ("p99_ms_per_node", at(99.0)),
+    ]
+}
+
 async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: u64) -> Result<(), String> {
-    let target = Target::new(&c.url, c.mode, &c.window);
+    let targets = c.targets();
+    let servers = Servers::new(&c.server_pid, targets.len())?;
+    let redis = c.redis_url.as_deref().map(RedisProbe::new).transpose()?;
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
     let trigger = c.trigger_user.clone().unwrap_or_else(|| format!("{}{}", c.prefix, users));
     let trig_cookie =
         if c.mode == Mode::Floor { None } else { Some(log_in_names(&c, vec![trigger.clone()]).await?.remove(0)) };
-    let mut pool = Pool::start(&c, &target, specs, &trigger, None, None).await?;
+    let mut pool = Pool::start(&c, &targets, specs, &trigger, None, None).await?;
     let quiet_secs = pool.quiet(&c).await?;
-    let rss0 = c.server_pid.and_then(rss_kib);
     pool.mark().await?;
+    // Redis: an idle stretch first (heartbeats, sweeps), so the changes' own work can be told apart.
+    let redis_idle = match &redis {
+        Some(r) => {
+            let a = r.sample().await?;
+            let idle_ms = c.redis_idle_ms.unwrap_or(changes as u64 * interval_ms + tail_ms);
+            tokio::time::sleep(Duration::from_millis(idle_ms)).await;
+            let b = r.sample().await?;
+            let idle = b.since(&a);
+            Some((idle, b))
+        }
+        None => None,
+    };
+    let s0 = servers.sample();
 
     let mut log: Vec<Change> = Vec::with_capacity(changes);
-    let mut floor_sink = if c.mode == Mode::Floor { Some(open_drained(&target, None).await?) } else { None };
+    let trig_target = &targets[0];
+    let mut floor_sink = if c.mode == Mode::Floor { Some(open_drained(trig_target, None).await?) } else { None };
     let mut trig_sink = None;
     for k in 0..changes {
         let online = k % 2 == 0;
@@ -734,7 +643,7 @@ async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: 
             let frame = json!({"username": trigger, "is_logged_in": online, "seq": k, "sent_us": t_us});
             sink.send(Message::text(frame.to_string())).await.map_err(|e| e.to_string())?;
         } else if online {
-            trig_sink = Some(open_drained(&target, trig_cookie.as_deref()).await?);
+            trig_sink = Some(open_drained(trig_target, trig_cookie.as_deref()).await?);
         } else if let Some(mut s) = trig_sink.take() {
             let _ = s.send(Message::Close(None)).await;
             let _ = s.close().await;
@@ -746,17 +655,21 @@ async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: 
         let _ = s.close().await;
     }
     tokio::time::sleep(Duration::from_millis(tail_ms)).await;
-    let rss1 = c.server_pid.and_then(rss_kib);
+    let redis_run = match (&redis, redis_idle) {
+        (Some(r), Some((idle, start))) => Some((r.sample().await?.since(&start), idle)),
+        _ => None,
+    };
+    let s1 = servers.sample();
     let r = pool.report(&log).await?;
-    let mut f = vec![
-        ("url", json!(c.url)),
+    let mut f = c.url_fields();
+    f.extend([
         ("mode", json!(c.mode)),
         ("watchers", json!(n)),
         ("users", json!(users)),
         ("changes", json!(changes)),
         ("interval_ms", json!(interval_ms)),
         ("login_seconds", json!((login_secs * 100.0).round() / 100.0)),
-    ];
+    ]);
     f.extend(pool.connect_fields());
     f.push(("settle_seconds", json!((quiet_secs * 100.0).round() / 100.0)));
     f.extend(latency_fields(&r, (pool.ready.ok as usize * changes) as u64));
@@ -768,9 +681,32 @@ async fn fanout(c: Common, n: usize, changes: usize, interval_ms: u64, tail_ms: 
         ("frames_per_watcher_per_change", json!(per_change(&r.frames_since_mark))),
         ("bytes_per_watcher_per_change", json!(per_change(&r.bytes_since_mark))),
         ("ops_max_per_frame", json!((c.mode == Mode::Page).then_some(r.ops_max_since_mark))),
-        ("server_rss_kib_before", json!(rss0)),
-        ("server_rss_kib_after", json!(rss1)),
+        ("server_rss_kib_before", json!(s0.rss_total())),
+        ("server_rss_kib_after", json!(s1.rss_total())),
+        ("server_cpu_seconds_changes", json!(s1.cpu_since(&s0).map(|s| (s * 100.0).round() / 100.0))),
     ]);
+    // Per change (Online, then Offline, ...): when the first and the last watcher had it.
+    let per_change: Vec<Value> = log
+        .iter()
+        .zip(r.change_first_us.iter().zip(&r.change_last_us))
+        .map(|(c, (&first, &last))| {
+            let delivered = first != u64::MAX;
+            json!([if c.online { "on" } else { "off" }, delivered.then(|| ms(first)), delivered.then(|| ms(last))])
+        })
+        .collect();
+    f.push(("per_change_first_last_ms", json!(per_change)));
+    if targets.len() > 1 {
+        f.push(("connected_per_node", json!(pool.ready.ok_by_node)));
+        f.extend(latency_per_node_fields(&r));
+    }
+    if servers.cluster() {
+        f.push(("server_cpu_seconds_changes_per_node", s1.cpu_since_per_node(&s0)));
+    }
+    if let Some((run, idle)) = redis_run {
+        f.extend(idle.idle_fields());
+        f.push(("redis_seconds", json!((run.secs * 100.0).round() / 100.0)));
+        f.extend(run.fields_per(changes as u64, Unit::Change, Some(&idle)));
+    }
     emit("fanout", f);
     pool.exit().await;
     Ok(())
@@ -789,7 +725,9 @@ async fn storm(
     close_after_open: bool,
     scenario: &str,
 ) -> Result<(), String> {
-    let target = Target::new(&c.url, c.mode, &c.window);
+    let targets = c.targets();
+    let servers = Servers::new(&c.server_pid, targets.len())?;
+    let target = targets[0].clone();
     let (specs, users, login_secs) = watcher_specs(&c, n).await?;
     let range = StormRange { prefix: c.prefix.clone(), start: users as u64, count: m as u64 };
     let t_login = Instant::now();
@@ -815,9 +753,9 @@ async fn storm(
         }
         _ => None,
     };
-    let rss_before = c.server_pid.and_then(rss_kib);
-    let mut pool = Pool::start(&c, &target, specs, "", Some(range), expect).await?;
-    let rss_connected = c.server_pid.and_then(rss_kib);
+    let rss_before = servers.sample().rss_total();
+    let mut pool = Pool::start(&c, &targets, specs, "", Some(range), expect).await?;
+    let rss_connected = servers.sample().rss_total();
     let quiet_secs = pool.quiet(&c).await?;
     pool.mark().await?;
 
@@ -890,7 +828,7 @@ async fn storm(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rss_after = c.server_pid.and_then(rss_kib);
+    let rss_after = servers.sample().rss_total();
     let r = pool.report(&[]).await?;
     let mut conv: Vec<u64> = r.converged_at_us.iter().flatten().map(|t| t.saturating_sub(storm_end_us)).collect();
     conv.sort_unstable();
@@ -902,15 +840,15 @@ async fn storm(
     // Delivery rate: from the first storm open until the last watcher held the final state.
     let last_conv_us = r.converged_at_us.iter().flatten().max().copied().unwrap_or(storm_end_us);
     let window_s = last_conv_us.saturating_sub(storm_start_us).max(1) as f64 / 1e6;
-    let mut f = vec![
-        ("url", json!(c.url)),
+    let mut f = c.url_fields();
+    f.extend([
         ("mode", json!(c.mode)),
         ("watchers", json!(n)),
         ("users", json!(users)),
         ("logins", json!(m)),
         ("storm_seconds_requested", json!(seconds)),
         ("login_seconds", json!(((login_secs + storm_login_secs) * 100.0).round() / 100.0)),
-    ];
+    ]);
     f.extend(pool.connect_fields());
     f.extend([
         ("settle_seconds", json!((quiet_secs * 100.0).round() / 100.0)),
@@ -957,11 +895,12 @@ async fn storm(
 // ---------------------------------------------------------------- list
 
 async fn list(c: Common, requests: usize, concurrency: usize, path: &str, online: usize) -> Result<(), String> {
-    let b = base(&c.url);
+    let b = base(c.url());
+    let servers = Servers::new(&c.server_pid, c.url.len())?;
     let cookie = log_in_all(&c, 0..1).await?.remove(0);
     let pool = if online > 0 {
         let (specs, _, _) = watcher_specs(&c, online).await?;
-        let mut pool = Pool::start(&c, &Target::new(&c.url, c.mode, &c.window), specs, "", None, None).await?;
+        let mut pool = Pool::start(&c, &c.targets(), specs, "", None, None).await?;
         pool.quiet(&c).await?;
         Some(pool)
     } else {
@@ -970,7 +909,7 @@ async fn list(c: Common, requests: usize, concurrency: usize, path: &str, online
     let online_held = pool.as_ref().map_or(0, |p| p.ready.ok);
     let client = http::client(None);
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
-    let cpu0 = c.server_pid.and_then(cpu_secs);
+    let s0 = servers.sample();
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(requests);
     for _ in 0..requests {
@@ -1014,12 +953,12 @@ async fn list(c: Common, requests: usize, concurrency: usize, path: &str, online
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = c.server_pid.and_then(cpu_secs);
+    let cpu = servers.sample().cpu_since(&s0);
     lat.sort_unstable();
     emit(
         "list",
         vec![
-            ("url", json!(c.url)),
+            ("url", json!(c.url())),
             ("path", json!(path)),
             ("online_sockets", json!(online_held)),
             ("requests", json!(requests)),
@@ -1032,11 +971,8 @@ async fn list(c: Common, requests: usize, concurrency: usize, path: &str, online
             ("requests_per_s", json!((ok as f64 / secs).round())),
             ("p50_ms", json!(ms(pct(&lat, 50.0)))),
             ("p99_ms", json!(ms(pct(&lat, 99.0)))),
-            ("server_cpu_seconds", json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 100.0).round() / 100.0))),
-            (
-                "server_cpu_ms_per_request",
-                json!(cpu1.zip(cpu0).map(|(a, b)| ((a - b) * 1e5 / ok.max(1) as f64).round() / 100.0)),
-            ),
+            ("server_cpu_seconds", json!(cpu.map(|s| (s * 100.0).round() / 100.0))),
+            ("server_cpu_ms_per_request", json!(cpu.map(|s| (s * 1e5 / ok.max(1) as f64).round() / 100.0))),
         ],
     );
     if let Some(pool) = pool {

@@ -23,6 +23,8 @@ use crate::ws::{self, now_us, Mode, Target};
 pub struct SockSpec {
     pub cookie: Option<String>,
     pub src: Option<IpAddr>,
+    /// The node it connects to: an index into [`WorkerInit::targets`].
+    pub node: usize,
 }
 
 /// Users `{prefix}{start}` .. `{prefix}{start+count-1}` whose final state is Online.
@@ -43,7 +45,8 @@ pub struct PageExpect {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerInit {
-    pub target: Target,
+    /// Every node's target (one unless a cluster); all speak the same mode.
+    pub targets: Vec<Target>,
     pub sockets: Vec<SockSpec>,
     pub connect_concurrency: usize,
     pub trigger_user: String,
@@ -77,6 +80,8 @@ pub enum Cmd {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Ready {
     pub ok: u64,
+    /// Sockets connected to each node, in the order of the targets.
+    pub ok_by_node: Vec<u64>,
     pub failed: u64,
     pub errors: Vec<String>,
     pub start_us: u64,
@@ -92,8 +97,8 @@ pub struct Stats {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Report {
-    /// One per (watcher, change) delivered, in µs.
-    pub latencies_us: Vec<u64>,
+    /// One per (watcher, change) delivered, in µs, by the node the watcher is on.
+    pub latencies_us: Vec<Vec<u64>>,
     pub missing: u64,
     pub frames_total: u64,
     /// Per watcher: frames since the last `mark`.
@@ -112,6 +117,9 @@ pub struct Report {
     pub first_frame_bytes: Vec<u64>,
     /// Page mode: the most operations in one diff since the last `mark`.
     pub ops_max_since_mark: u64,
+    /// Per change: the fastest and the slowest delivery, in µs (`u64::MAX` / 0 when none).
+    pub change_first_us: Vec<u64>,
+    pub change_last_us: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -280,11 +288,15 @@ async fn run_async() -> Result<(), String> {
     let ctx = Arc::new(Ctx {
         trigger: init.trigger_user.clone(),
         storm: init.storm.clone(),
-        mode: init.target.mode,
+        mode: init.targets.first().ok_or("init: no target")?.mode,
         window: init.window.as_deref().and_then(|q| Window::from_query(q, 200).ok()),
         expect: init.expect.clone(),
     });
-    let target = Arc::new(init.target.clone());
+    let targets = Arc::new(init.targets.clone());
+    let nodes: Vec<usize> = init.sockets.iter().map(|s| s.node).collect();
+    if let Some(n) = nodes.iter().find(|&&n| n >= targets.len()) {
+        return Err(format!("init: node {n} of {} targets", targets.len()));
+    }
 
     // Connect everything, bounded concurrency.
     let sem = Arc::new(Semaphore::new(init.connect_concurrency.max(1)));
@@ -292,12 +304,12 @@ async fn run_async() -> Result<(), String> {
     let mut tasks = Vec::with_capacity(init.sockets.len());
     for (i, spec) in init.sockets.iter().cloned().enumerate() {
         let sem = sem.clone();
-        let target = target.clone();
+        let targets = targets.clone();
         let states = states.clone();
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.expect("semaphore");
-            let ws = ws::connect(&target, spec.cookie.as_deref(), spec.src).await;
+            let ws = ws::connect(&targets[spec.node], spec.cookie.as_deref(), spec.src).await;
             drop(permit);
             let mut ws = ws?;
             tokio::spawn(async move {
@@ -327,10 +339,13 @@ async fn run_async() -> Result<(), String> {
             Ok::<(), String>(())
         }));
     }
-    let mut ready = Ready { start_us, ..Default::default() };
-    for t in tasks {
+    let mut ready = Ready { start_us, ok_by_node: vec![0; targets.len()], ..Default::default() };
+    for (t, &node) in tasks.into_iter().zip(&nodes) {
         match t.await {
-            Ok(Ok(())) => ready.ok += 1,
+            Ok(Ok(())) => {
+                ready.ok += 1;
+                ready.ok_by_node[node] += 1;
+            }
             Ok(Err(e)) => {
                 ready.failed += 1;
                 if ready.errors.len() < 5 {
@@ -370,7 +385,7 @@ async fn run_async() -> Result<(), String> {
                 }
                 out_line(&Stats::default())
             }
-            Cmd::Report { changes } => out_line(&report(&states, &changes)),
+            Cmd::Report { changes } => out_line(&report(&states, &nodes, targets.len(), &changes)),
         };
         stdout.write_all(reply.as_bytes()).await.map_err(|e| e.to_string())?;
         stdout.flush().await.map_err(|e| e.to_string())?;
@@ -378,9 +393,14 @@ async fn run_async() -> Result<(), String> {
     Ok(())
 }
 
-fn report(states: &[Mutex<SockState>], changes: &[Change]) -> Report {
-    let mut r = Report::default();
-    for st in states {
+fn report(states: &[Mutex<SockState>], nodes: &[usize], targets: usize, changes: &[Change]) -> Report {
+    let mut r = Report {
+        latencies_us: vec![Vec::new(); targets],
+        change_first_us: vec![u64::MAX; changes.len()],
+        change_last_us: vec![0; changes.len()],
+        ..Default::default()
+    };
+    for (st, &node) in states.iter().zip(nodes) {
         let st = st.lock().expect("state");
         r.frames_total += st.frames;
         r.frames_since_mark.push(st.frames - st.mark);
@@ -402,7 +422,12 @@ fn report(states: &[Mutex<SockState>], changes: &[Change]) -> Report {
         for (k, c) in changes.iter().enumerate() {
             let end = changes.get(k + 2).map(|c| c.t_us).unwrap_or(u64::MAX);
             match st.trig.iter().find(|(t, on)| *t >= c.t_us && *t < end && *on == c.online) {
-                Some((t, _)) => r.latencies_us.push(t - c.t_us),
+                Some((t, _)) => {
+                    let us = t - c.t_us;
+                    r.latencies_us[node].push(us);
+                    r.change_first_us[k] = r.change_first_us[k].min(us);
+                    r.change_last_us[k] = r.change_last_us[k].max(us);
+                }
                 None => r.missing += 1,
             }
         }
