@@ -2,7 +2,8 @@
 """Turn one bench/run result directory (one JSON object per scenario) into BENCHMARKS.md.
 
 usage: report.py RESULTS_DIR > BENCHMARKS.md
-Appends bench/FINDINGS.md (hand-written: causes found, profiles, what is still wrong).
+Appends bench/FINDINGS.md (hand-written: causes found, profiles, what is still wrong) and
+bench/SOAK.md (the soak's section, from bench/soak runs).
 """
 import json
 import os
@@ -287,6 +288,10 @@ L.append("- Django: `bench/peers/django-channels/run --fast-hasher` (one daphne 
 findings = root / "bench/FINDINGS.md"
 if findings.exists():
     L.append(findings.read_text().rstrip() + "\n")
+# The soak (bench/soak) is a run of its own: its section is kept by hand in bench/SOAK.md.
+soak = root / "bench/SOAK.md"
+if soak.exists():
+    L.append(soak.read_text().rstrip() + "\n")
 
 L.append("## Commands (as run)\n")
 for name, d in res.items():

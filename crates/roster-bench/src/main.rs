@@ -13,23 +13,23 @@
 //! `worker` subcommand; one process holds ~19,000 sockets at most) and over loopback source
 //! addresses `127.0.0.2..` (bind before connect) to avoid ephemeral-port exhaustion.
 
+mod child;
 mod http;
+mod soak;
 mod worker;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
+use child::Worker;
 use presence::Window;
 use worker::{Change, Cmd, PageExpect, Ready, Report, SockSpec, Stats, StormRange, WorkerInit};
 use ws::{now_us, Mode, Target};
@@ -123,8 +123,13 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         online: usize,
     },
+    /// Users holding one page each for minutes or hours under churn (reloads, closes, log-outs
+    /// and log-ins, sign-ups, slow readers), with the server's RSS, descriptors and tasks sampled.
+    Soak(soak::SoakArgs),
     #[command(hide = true)]
     Worker,
+    #[command(hide = true)]
+    SoakWorker,
 }
 
 #[derive(Args, Clone)]
@@ -266,8 +271,13 @@ fn emit(scenario: &str, fields: Vec<(&str, Value)>) {
 
 fn main() {
     let cli = Cli::parse();
-    if let Command::Worker = cli.cmd {
-        if let Err(e) = worker::run() {
+    let worker = match cli.cmd {
+        Command::Worker => Some(worker::run()),
+        Command::SoakWorker => Some(soak::worker::run()),
+        _ => None,
+    };
+    if let Some(result) = worker {
+        if let Err(e) = result {
             eprintln!("worker: {e}");
             std::process::exit(1);
         }
@@ -294,7 +304,8 @@ async fn run(cmd: Command) -> Result<(), String> {
             storm(c, watchers, changes, 0.0, settle_secs, close_after_open, "burst").await
         }
         Command::List { c, requests, concurrency, path, online } => list(c, requests, concurrency, &path, online).await,
-        Command::Worker => unreachable!(),
+        Command::Soak(a) => soak::soak(a).await,
+        Command::Worker | Command::SoakWorker => unreachable!(),
     }
 }
 
@@ -431,24 +442,6 @@ fn mean(v: &[u64]) -> f64 {
 
 // ---------------------------------------------------------------- workers
 
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Worker {
-    async fn send(&mut self, cmd: &Cmd) -> Result<(), String> {
-        let mut s = serde_json::to_string(cmd).map_err(|e| e.to_string())?;
-        s.push('\n');
-        self.stdin.write_all(s.as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))
-    }
-    async fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
-        let line = self.lines.next_line().await.map_err(|e| e.to_string())?.ok_or("worker exited")?;
-        serde_json::from_str(&line).map_err(|e| format!("worker said {line:.200}: {e}"))
-    }
-}
-
 struct Pool {
     workers: Vec<Worker>,
     ready: Ready,
@@ -472,18 +465,8 @@ impl Pool {
         for (j, s) in specs.into_iter().enumerate() {
             shares[j % k].push(s);
         }
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut workers = Vec::new();
         for share in shares {
-            let mut child = tokio::process::Command::new(&exe)
-                .arg("worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("spawn worker: {e}"))?;
-            let mut stdin = child.stdin.take().ok_or("stdin")?;
-            let stdout = child.stdout.take().ok_or("stdout")?;
             let init = WorkerInit {
                 target: target.clone(),
                 sockets: share,
@@ -493,10 +476,7 @@ impl Pool {
                 window: window.clone(),
                 expect: expect.clone(),
             };
-            let mut s = serde_json::to_string(&init).map_err(|e| e.to_string())?;
-            s.push('\n');
-            stdin.write_all(s.as_bytes()).await.map_err(|e| e.to_string())?;
-            workers.push(Worker { child, stdin, lines: BufReader::new(stdout).lines() });
+            workers.push(Worker::spawn("worker", &init).await?);
         }
         let mut ready = Ready { start_us: u64::MAX, ..Default::default() };
         for w in workers.iter_mut() {
@@ -580,13 +560,9 @@ impl Pool {
         }
     }
 
-    async fn exit(mut self) {
-        for w in self.workers.iter_mut() {
-            let _ = w.send(&Cmd::Exit).await;
-        }
-        for mut w in self.workers {
-            drop(w.stdin);
-            let _ = tokio::time::timeout(Duration::from_secs(30), w.child.wait()).await;
+    async fn exit(self) {
+        for w in self.workers {
+            w.exit(&Cmd::Exit).await;
         }
     }
 

@@ -183,10 +183,9 @@ impl Inner {
     fn flush(&self) -> Option<Arc<Progress>> {
         let (events, online_count, registered, counts_changed) = {
             let mut core = lock(&self.core);
+            // No early return when nothing is pending: view groups whose interval has passed
+            // still go out below.
             let counts_changed = std::mem::take(&mut core.counts_changed);
-            if core.pending.is_empty() && !counts_changed {
-                return None;
-            }
             (std::mem::take(&mut core.pending), core.replica.online_count(), core.replica.registered(), counts_changed)
         };
         // The snapshot moves to this batch before it is sent: a connection that reads the

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
+use crate::presence::metric;
+use crate::ws_client::{close, open, TUTORIAL};
 
 /// Sends `method path` as an HTTP/1.1 request on a new connection and reads until the server
 /// closes it. Returns the status line ("" when the server answered nothing).
@@ -125,5 +127,35 @@ async fn metrics_bind_serves_metrics_only_on_their_own_listener() {
     for path in ["/", "/healthz", "/log_in/"] {
         let r = client.get(format!("http://{addr}{path}")).send().await.expect("GET");
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "the metrics listener serves only /metrics, not {path}");
+    }
+}
+
+#[tokio::test]
+async fn the_tasks_alive_gauge_counts_socket_tasks_and_falls_back_when_they_close() {
+    let server = TestServer::start().await;
+    let alice = user_browser(&server, "alice").await;
+    let socket_tasks = |text: &str| metric(text, r#"roster_tasks_alive{runtime="sockets"}"#);
+    let first = scrape(&server).await;
+    assert!(metric(&first, r#"roster_tasks_alive{runtime="main"}"#) >= 1.0, "{first}");
+    let before = socket_tasks(&first);
+
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        sockets.push(open(&server, Some(&alice), TUTORIAL).await.expect("socket"));
+    }
+    let during = socket_tasks(&scrape(&server).await);
+    assert!(during >= before + 10.0, "10 sockets open: {before} tasks before, {during} now");
+
+    for ws in sockets {
+        close(ws).await;
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let now = socket_tasks(&scrape(&server).await);
+        if now <= before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "socket tasks stayed at {now} (were {before} before)");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
