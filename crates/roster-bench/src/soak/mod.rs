@@ -257,6 +257,7 @@ pub async fn soak(a: SoakArgs) -> Result<(), String> {
     let (_, _, registered0) = server_snapshot(&nodes.client, &urls[0], &trigger_cookie).await?;
     let idle = SoakStats::default();
     record(&mut csv, &mut timeline, "before", &nodes.sample().await, &idle)?;
+    let fds_before: Vec<_> = nodes.pids.iter().map(|p| sample::fd_kinds(*p)).collect();
 
     // Workers: user n goes to worker n % k.
     let k = a.workers.unwrap_or_else(|| 4.max(a.users.div_ceil(4000) as usize)).max(1);
@@ -419,6 +420,7 @@ pub async fn soak(a: SoakArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     record(&mut csv, &mut timeline, "after", &after, &idle)?;
+    let fds_after: Vec<_> = nodes.pids.iter().map(|p| sample::fd_kinds(*p)).collect();
 
     let mut f = vec![
         ("urls", json!(urls)),
@@ -444,6 +446,8 @@ pub async fn soak(a: SoakArgs) -> Result<(), String> {
         ("trigger_changes", json!(trigger.flips)),
         ("trigger_errors", json!(trigger_errors)),
         ("generator_errors", json!(g.errors)),
+        ("fd_kinds_before", json!(fds_before)),
+        ("fd_kinds_after_everyone_left", json!(fds_after)),
     ];
     f.extend(summary::deliveries("keepup", &report.keepup));
     f.extend(summary::deliveries("slow", &report.slow));

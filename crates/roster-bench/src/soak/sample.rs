@@ -3,7 +3,7 @@
 //! online, the lag policy's counters and the presence layer's state. One CSV row per node and
 //! sample, with the load generator's counters beside them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use serde::Serialize;
@@ -29,6 +29,22 @@ impl NodeSample {
     pub fn tasks(&self) -> Option<u64> {
         Some(self.tasks_main? + self.tasks_sockets?)
     }
+}
+
+/// What a process's descriptors are: `socket`, `pipe`, `anon_inode:[eventpoll]`, or a file's path.
+pub fn fd_kinds(pid: Option<u32>) -> BTreeMap<String, u64> {
+    let mut kinds = BTreeMap::new();
+    let Some(entries) = pid.and_then(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok()) else { return kinds };
+    for e in entries.flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else { continue };
+        let t = target.to_string_lossy();
+        let kind = match t.split_once(":[") {
+            Some((k @ ("socket" | "pipe"), _)) => k.to_owned(),
+            _ => t.into_owned(),
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    kinds
 }
 
 fn fd_count(pid: u32) -> Option<u64> {

@@ -408,7 +408,7 @@ impl Worker {
                     Phase::Connect => None,
                     _ => Some(Instant::now() + Duration::from_secs_f64(rng.exp(self.init.mean_life_s))),
                 };
-                match self.read(&mut ws, &slot, until, &mut phase, &mut rng).await {
+                match self.read(&mut ws, &slot, until, &mut phase, &mut rng, true).await {
                     Ended::Phase if self.phase() == Phase::Churn => continue,
                     other => break other,
                 }
@@ -470,7 +470,7 @@ impl Worker {
         // Drained (or left): hold the page open, reading at full speed, until the worker exits.
         self.settled.fetch_add(1, Ordering::Relaxed);
         if let Some(mut ws) = held {
-            if let Ended::Closed(reason) = self.read(&mut ws, &slot, None, &mut phase, &mut rng).await {
+            if let Ended::Closed(reason) = self.read(&mut ws, &slot, None, &mut phase, &mut rng, false).await {
                 self.finish(&slot);
                 self.count(|c| *c.server_closes.entry(format!("drained: {reason}")).or_default() += 1);
             }
@@ -496,9 +496,10 @@ impl Worker {
             return;
         }
         self.count(|c| c.logouts += 1);
+        // Read at full speed (even a slow reader: the close must not wait behind a stall).
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.read(ws, slot, Some(deadline), phase, rng).await {
+            match self.read(ws, slot, Some(deadline), phase, rng, false).await {
                 Ended::Phase => continue,
                 Ended::Closed(reason) => {
                     self.count(|c| *c.server_closes.entry(format!("log out: {reason}")).or_default() += 1);
@@ -536,13 +537,14 @@ impl Worker {
         until: Option<Instant>,
         phase: &mut watch::Receiver<Phase>,
         rng: &mut Rng,
+        slow_ok: bool,
     ) -> Ended {
         let far = Instant::now() + Duration::from_secs(365 * 86400);
         let until_at = until.unwrap_or(far);
         let watch_phase = self.phase() != Phase::Drain;
         let mut stall_at = Instant::now() + Duration::from_secs_f64(rng.exp(SLOW_STALL_EVERY_S));
         loop {
-            let slow = slot_slow(slot) && self.phase() == Phase::Churn;
+            let slow = slow_ok && slot_slow(slot) && self.phase() == Phase::Churn;
             if slow && Instant::now() >= stall_at {
                 let stall_end = Instant::now() + Duration::from_secs_f64(rng.uniform(5.0, 40.0));
                 tokio::select! {
@@ -593,9 +595,10 @@ fn slot_slow(slot: &Slot) -> bool {
     lock(&slot.page).as_ref().is_some_and(|p| p.slow)
 }
 
-/// The kind of a socket error, without addresses or ports (they would make every reason unique).
+/// A socket error as a close reason: its text up to any address (which would make every reason
+/// unique), at most 80 characters.
 fn short_error(e: &str) -> String {
-    e.split(':').next().unwrap_or(e).trim().chars().take(60).collect()
+    e.split(" 127.").next().unwrap_or(e).trim().chars().take(80).collect()
 }
 
 fn add_lifetime(r: &mut SoakReport, p: &Page, changes: &[Change], closed_us: u64) {
