@@ -122,6 +122,11 @@ struct Nodes {
 }
 
 impl Nodes {
+    fn fd_kinds(&self) -> Vec<std::collections::BTreeMap<String, u64>> {
+        let port = |url: &str| url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        self.pids.iter().zip(&self.urls).map(|(pid, url)| sample::fd_kinds(*pid, port(url))).collect()
+    }
+
     async fn sample(&self) -> Vec<NodeSample> {
         let mut out = Vec::new();
         for (url, pid) in self.urls.iter().zip(&self.pids) {
@@ -257,7 +262,7 @@ pub async fn soak(a: SoakArgs) -> Result<(), String> {
     let (_, _, registered0) = server_snapshot(&nodes.client, &urls[0], &trigger_cookie).await?;
     let idle = SoakStats::default();
     record(&mut csv, &mut timeline, "before", &nodes.sample().await, &idle)?;
-    let fds_before: Vec<_> = nodes.pids.iter().map(|p| sample::fd_kinds(*p)).collect();
+    let fds_before = nodes.fd_kinds();
 
     // Workers: user n goes to worker n % k.
     let k = a.workers.unwrap_or_else(|| 4.max(a.users.div_ceil(4000) as usize)).max(1);
@@ -420,7 +425,7 @@ pub async fn soak(a: SoakArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     record(&mut csv, &mut timeline, "after", &after, &idle)?;
-    let fds_after: Vec<_> = nodes.pids.iter().map(|p| sample::fd_kinds(*p)).collect();
+    let fds_after = nodes.fd_kinds();
 
     let mut f = vec![
         ("urls", json!(urls)),

@@ -31,15 +31,40 @@ impl NodeSample {
     }
 }
 
-/// What a process's descriptors are: `socket`, `pipe`, `anon_inode:[eventpoll]`, or a file's path.
-pub fn fd_kinds(pid: Option<u32>) -> BTreeMap<String, u64> {
+/// TCP sockets of the process's network namespace by inode: (state, local port, remote port).
+fn tcp_sockets(pid: u32) -> HashMap<String, (String, u16, u16)> {
+    let port = |a: &str| a.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()).unwrap_or(0);
+    let mut out = HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 {
+                out.insert(f[9].to_owned(), (f[3].to_owned(), port(f[1]), port(f[2])));
+            }
+        }
+    }
+    out
+}
+
+/// What a process's descriptors are: its sockets (listening, accepted on `listen_port`: a
+/// client's, or to another port: its database, Redis), pipes, `anon_inode:[eventpoll]`, files.
+pub fn fd_kinds(pid: Option<u32>, listen_port: u16) -> BTreeMap<String, u64> {
     let mut kinds = BTreeMap::new();
-    let Some(entries) = pid.and_then(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok()) else { return kinds };
+    let Some(pid) = pid else { return kinds };
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return kinds };
+    let tcp = tcp_sockets(pid);
     for e in entries.flatten() {
         let Ok(target) = std::fs::read_link(e.path()) else { continue };
         let t = target.to_string_lossy();
         let kind = match t.split_once(":[") {
-            Some((k @ ("socket" | "pipe"), _)) => k.to_owned(),
+            Some(("socket", inode)) => match tcp.get(inode.trim_end_matches(']')) {
+                Some((state, _, _)) if state == "0A" => "socket: listening".to_owned(),
+                Some((_, local, _)) if *local == listen_port => "socket: a client's".to_owned(),
+                Some((_, _, remote)) => format!("socket: to port {remote}"),
+                None => "socket: not TCP".to_owned(),
+            },
+            Some(("pipe", _)) => "pipe".to_owned(),
             _ => t.into_owned(),
         };
         *kinds.entry(kind).or_default() += 1;

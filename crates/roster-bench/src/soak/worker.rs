@@ -28,6 +28,8 @@ const SLOW_RECV_BUFFER: u32 = 4096;
 const SLOW_FRAME_PAUSE: Duration = Duration::from_millis(150);
 /// Stalls: every ~`SLOW_STALL_EVERY_S` seconds (exponential), for 5 to 40 s.
 const SLOW_STALL_EVERY_S: f64 = 45.0;
+/// A page whose handshake takes longer counts as a failed connect (and is tried again).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A sign-up stays this long on average, then logs out and leaves.
 const SIGNUP_STAY_S: f64 = 180.0;
 
@@ -382,8 +384,11 @@ impl Worker {
             }];
             let opened = {
                 let _permit = if first.is_some() { self.connecting.acquire().await.ok() } else { None };
-                ws::connect_with(target, Some(&c), src_addr(num as usize, self.init.source_addrs), slow.then_some(SLOW_RECV_BUFFER))
+                let src = src_addr(num as usize, self.init.source_addrs);
+                let connect = ws::connect_with(target, Some(&c), src, slow.then_some(SLOW_RECV_BUFFER));
+                tokio::time::timeout(CONNECT_TIMEOUT, connect)
                     .await
+                    .unwrap_or_else(|_| Err(format!("no handshake within {CONNECT_TIMEOUT:?}")))
             };
             first.take();
             let mut ws = match opened {
