@@ -21,6 +21,9 @@ pub struct SoakInit {
     pub window: String,
     /// User `n` reads slowly and stalls if `n % slow_every == slow_every - 1` (0: nobody).
     pub slow_every: u64,
+    /// A slow reader's SO_RCVBUF, and how long its stalls last (uniform, seconds).
+    pub slow_recv_buffer: u32,
+    pub stall_secs: (f64, f64),
     /// Mean seconds a page stays open before its user's next action.
     pub mean_life_s: f64,
     /// This worker's sign-ups per second, and the numbers they take: `first + k * step`.

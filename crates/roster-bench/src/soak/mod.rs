@@ -65,10 +65,17 @@ pub struct SoakArgs {
     /// Page mode: the handshake URL's query.
     #[arg(long, default_value = "offset=0&limit=200&q=")]
     window: String,
-    /// One user in this many reads slowly (a pause after each frame, 4 KiB receive buffer) and
-    /// stalls for 5 to 40 s now and then; 0: nobody.
+    /// One user in this many reads slowly (a pause after each frame, a small receive buffer) and
+    /// stops reading now and then (about every 45 s); 0: nobody.
     #[arg(long, default_value_t = 10)]
     slow_every: u64,
+    /// A slow reader's receive buffer (SO_RCVBUF, bytes): small, so that a stall soon fills it and
+    /// then the server's send buffer.
+    #[arg(long, default_value_t = 4096)]
+    slow_recv_buffer: u32,
+    /// How long a slow reader's stalls last: `MIN-MAX` seconds (uniform).
+    #[arg(long, default_value = "5-40")]
+    stall_secs: String,
     /// Churn actions per second over all users (45% reloads, 35% closes coming back 3 to 60 s
     /// later, 20% log-outs logging in again 2 to 20 s later).
     #[arg(long, default_value_t = 5.0)]
@@ -95,6 +102,16 @@ pub struct SoakArgs {
     connect_concurrency: usize,
     #[arg(long, default_value_t = 0x5EED)]
     seed: u64,
+}
+
+fn parse_range(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("--stall-secs {s:?}: expected MIN-MAX seconds, e.g. 5-40");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (f64, f64) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if !(0.0..=hi).contains(&lo) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 3], String> {
@@ -235,6 +252,7 @@ async fn server_snapshot(client: &reqwest::Client, url: &str, cookie: &str) -> R
 
 pub async fn soak(a: SoakArgs) -> Result<(), String> {
     let mix = parse_mix(&a.mix)?;
+    let stall_secs = parse_range(&a.stall_secs)?;
     let urls: Vec<String> = a.urls.iter().map(|u| base(u)).collect();
     if !a.pids.is_empty() && a.pids.len() != urls.len() {
         return Err("give one --server-pid per --url (or none)".into());
@@ -284,6 +302,8 @@ pub async fn soak(a: SoakArgs) -> Result<(), String> {
             mix,
             window: a.window.clone(),
             slow_every: a.slow_every,
+            slow_recv_buffer: a.slow_recv_buffer,
+            stall_secs,
             mean_life_s,
             signups_per_s: a.signups_per_min / 60.0 / k as f64,
             // Sign-ups take the numbers after the users', worker by worker.
@@ -434,6 +454,8 @@ pub async fn soak(a: SoakArgs) -> Result<(), String> {
         ("churn_seconds", json!(churn_secs.round())),
         ("mix", json!(a.mix)),
         ("slow_every", json!(a.slow_every)),
+        ("slow_recv_buffer", json!(a.slow_recv_buffer)),
+        ("stall_secs", json!(a.stall_secs)),
         ("churn_per_s", json!(a.churn_per_s)),
         ("signups_per_min", json!(a.signups_per_min)),
         ("workers", json!(k)),

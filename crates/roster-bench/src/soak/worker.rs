@@ -22,11 +22,9 @@ use super::rng::Rng;
 use crate::ws::{self, now_us, Mode, Target, Ws};
 use crate::{http, src_addr};
 
-/// A slow reader's receive buffer: small, so that a stall fills it (and the server's writes) soon.
-const SLOW_RECV_BUFFER: u32 = 4096;
 /// A slow reader between stalls: a pause after every frame.
 const SLOW_FRAME_PAUSE: Duration = Duration::from_millis(150);
-/// Stalls: every ~`SLOW_STALL_EVERY_S` seconds (exponential), for 5 to 40 s.
+/// Stalls: every ~`SLOW_STALL_EVERY_S` seconds (exponential), for `stall_secs` (uniform).
 const SLOW_STALL_EVERY_S: f64 = 45.0;
 /// A page whose handshake takes longer counts as a failed connect (and is tried again).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -385,7 +383,7 @@ impl Worker {
             let opened = {
                 let _permit = if first.is_some() { self.connecting.acquire().await.ok() } else { None };
                 let src = src_addr(num as usize, self.init.source_addrs);
-                let connect = ws::connect_with(target, Some(&c), src, slow.then_some(SLOW_RECV_BUFFER));
+                let connect = ws::connect_with(target, Some(&c), src, slow.then_some(self.init.slow_recv_buffer));
                 tokio::time::timeout(CONNECT_TIMEOUT, connect)
                     .await
                     .unwrap_or_else(|_| Err(format!("no handshake within {CONNECT_TIMEOUT:?}")))
@@ -551,7 +549,8 @@ impl Worker {
         loop {
             let slow = slow_ok && slot_slow(slot) && self.phase() == Phase::Churn;
             if slow && Instant::now() >= stall_at {
-                let stall_end = Instant::now() + Duration::from_secs_f64(rng.uniform(5.0, 40.0));
+                let (lo, hi) = self.init.stall_secs;
+                let stall_end = Instant::now() + Duration::from_secs_f64(rng.uniform(lo, hi));
                 tokio::select! {
                     _ = sleep_until(stall_end.min(until_at)) => {}
                     _ = phase.changed(), if watch_phase => return Ended::Phase,
