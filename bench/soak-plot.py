@@ -26,14 +26,14 @@ def num(v):
 nodes = sorted({int(r["node"]) for r in rows})
 churn = [r for r in rows if r["phase"] == "churn"]
 t_churn0 = float(churn[0]["t_s"]) if churn else 0.0
-fig, axes = plt.subplots(3, 1, figsize=(8, 7.5), sharex=True, dpi=80)
+fig, axes = plt.subplots(4, 1, figsize=(8, 9.5), sharex=True, dpi=80)
 series = [
     ("RSS (MiB)", lambda r: num(r["rss_kib"]) / 1024 if num(r["rss_kib"]) is not None else None),
     ("open descriptors", lambda r: num(r["fds"])),
     ("tasks alive", lambda r: (num(r["tasks_main"]) or 0) + (num(r["tasks_sockets"]) or 0)
      if r["tasks_main"] != "" else None),
 ]
-for ax, (label, f) in zip(axes, series):
+for ax, (label, f) in zip(axes[:3], series):
     for n in nodes:
         pts = [(float(r["t_s"]) / 60, f(r)) for r in rows if int(r["node"]) == n and f(r) is not None]
         name = f"node {n + 1}" if len(nodes) > 1 else "server"
@@ -48,6 +48,21 @@ for n in nodes:
     axes[1].plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, ls="--", color="grey",
                  label="sockets open" if n == nodes[0] else None)
 axes[1].legend(loc="lower right", fontsize=8)
+# The sensitive view: what is not one per socket. Descriptors and tasks minus the sockets open
+# (the listener, the database's and Redis's connections, the hub, timers) must stay level.
+for n in nodes:
+    for label, col, ls in (("descriptors", "fds", "-"), ("tasks", None, "--")):
+        pts = []
+        for r in rows:
+            if int(r["node"]) != n or num(r["sockets_open"]) is None or num(r["fds"]) is None:
+                continue
+            v = num(r["fds"]) if col else (num(r["tasks_main"]) or 0) + (num(r["tasks_sockets"]) or 0)
+            pts.append((float(r["t_s"]) / 60, v - num(r["sockets_open"])))
+        name = (f"node {n + 1} " if len(nodes) > 1 else "") + f"{label} − sockets"
+        axes[3].plot([p[0] for p in pts], [p[1] for p in pts], lw=1, ls=ls, label=name)
+axes[3].set_ylabel("minus sockets open")
+axes[3].grid(alpha=0.3)
+axes[3].legend(loc="upper right", fontsize=7, ncol=2)
 if len(nodes) > 1:
     axes[0].legend(loc="lower right", fontsize=8)
 warm = summary.get("warmup_seconds")

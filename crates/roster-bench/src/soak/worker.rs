@@ -354,6 +354,8 @@ impl Worker {
         let mut phase = self.phase.subscribe();
         let mut reload = stay.is_some();
         let mut held: Option<Ws> = None;
+        // Failed opens in a row: the page script's reconnect backoff (see `backoff`).
+        let mut attempt = 0u32;
         loop {
             if self.phase() == Phase::Drain {
                 break;
@@ -364,7 +366,7 @@ impl Worker {
                 cookie = self.log_in(num, &base).await;
                 if cookie.is_none() {
                     first.take();
-                    if self.away(&mut phase, rng.uniform(2.0, 10.0)).await {
+                    if self.away(&mut phase, backoff(&mut rng, &mut attempt)).await {
                         break;
                     }
                     continue;
@@ -397,13 +399,14 @@ impl Worker {
                         cookie = None;
                     }
                     self.error(format!("connect {}: {e}", self.names.name(num)));
-                    if self.away(&mut phase, rng.uniform(2.0, 5.0)).await {
+                    if self.away(&mut phase, backoff(&mut rng, &mut attempt)).await {
                         break;
                     }
                     continue;
                 }
             };
             self.count(|c| c.connects += 1);
+            attempt = 0;
             *lock(&slot.page) = Some(Page::new(mode, slow, now_us()));
             // Live on the page until its user's next action (the first only once churn starts).
             let ended = loop {
@@ -428,7 +431,7 @@ impl Worker {
                         cookie = None;
                     }
                     reload = true;
-                    if self.away(&mut phase, rng.uniform(1.0, 3.0)).await {
+                    if self.away(&mut phase, backoff(&mut rng, &mut attempt)).await {
                         break;
                     }
                 }
@@ -593,6 +596,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// The built-in page's reconnect delay (assets/roster.js): full jitter over 0.5 s doubling per
+/// failed attempt in a row, capped at 30 s. A harsher client (a fixed 1 to 5 s) turned a mass
+/// disconnect into a storm of handshakes that kept the database pool saturated.
+fn backoff(rng: &mut Rng, attempt: &mut u32) -> f64 {
+    let cap = (0.5 * 2f64.powi((*attempt).min(16) as i32)).min(30.0);
+    *attempt += 1;
+    rng.uniform(0.0, cap)
 }
 
 fn slot_slow(slot: &Slot) -> bool {
