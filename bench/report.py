@@ -2,9 +2,10 @@
 """Turn one bench/run result directory (one JSON object per scenario) into BENCHMARKS.md.
 
 usage: report.py RESULTS_DIR > BENCHMARKS.md
-Appends bench/FINDINGS.md (hand-written: causes found, profiles, what is still wrong). The
-cluster section comes from bench/report_cluster.py: from this run's results, or, when this run
-has none, as the current BENCHMARKS.md has it.
+Appends bench/FINDINGS.md (hand-written: causes found, profiles, what is still wrong) and
+bench/SOAK.md (the soak's section, from bench/soak runs). The cluster section comes from
+bench/report_cluster.py: from this run's results, or, when this run has none, as the current
+BENCHMARKS.md has it.
 """
 import json
 import os
@@ -261,6 +262,10 @@ L.extend(report_cluster.section(R, env, old))
 findings = root / "bench/FINDINGS.md"
 if findings.exists():
     L.append(findings.read_text().rstrip() + "\n")
+# The soak (bench/soak) is a run of its own: its section is kept by hand in bench/SOAK.md.
+soak = root / "bench/SOAK.md"
+if soak.exists():
+    L.append(soak.read_text().rstrip() + "\n")
 
 L.append("## Commands (as run)\n")
 # The cluster's commands and raw results are in its own section.

@@ -47,6 +47,11 @@ pub struct Frame<'a> {
     pub online: Option<Vec<User<'a>>>,
     #[serde(borrow, default)]
     pub offline: Option<Vec<User<'a>>>,
+    /// `roster.v1`: the counts every snapshot and diff carries.
+    #[serde(default)]
+    pub online_count: Option<u64>,
+    #[serde(default)]
+    pub registered_count: Option<u64>,
 }
 
 /// One presence transition carried by a frame.

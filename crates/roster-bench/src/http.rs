@@ -116,9 +116,61 @@ pub async fn log_in(c: &Client, base: &str, user: &str, password: &str) -> Resul
     Ok(format!("sessionid={session}; csrftoken={csrf}"))
 }
 
+/// The value of cookie `name` in a `Cookie` header value (`a=1; b=2`).
+fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Log out through the confirm form (GET `/log_out/` for the CSRF token, then POST): the
+/// session ends on the server, and with it every socket opened with it (close 4001).
+pub async fn log_out(c: &Client, base: &str, cookie: &str) -> Result<(), String> {
+    let url = format!("{base}/log_out/");
+    let session = cookie_value(cookie, "sessionid").ok_or("log out: no sessionid in the cookie")?;
+    let resp = c.get(&url).header(COOKIE, cookie).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    let fresh = set_cookie(&resp, "csrftoken");
+    let html = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if status != StatusCode::OK {
+        return Err(format!("GET {url}: {status}"));
+    }
+    let token = form_token(&html).ok_or_else(|| format!("GET {url}: no csrfmiddlewaretoken"))?;
+    let csrf = fresh.or_else(|| cookie_value(cookie, "csrftoken").map(str::to_owned));
+    let csrf = csrf.ok_or_else(|| format!("GET {url}: no csrftoken cookie"))?;
+    let resp = c
+        .post(&url)
+        .header(COOKIE, format!("sessionid={session}; csrftoken={csrf}"))
+        .form(&[("csrfmiddlewaretoken", token.as_str())])
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    match resp.status() {
+        StatusCode::FOUND | StatusCode::SEE_OTHER => Ok(()),
+        s => Err(format!("POST {url}: {s} (expected 302)")),
+    }
+}
+
+/// GET a page as a logged-in browser would (the list page before its socket opens); reads the
+/// whole body. Returns its size.
+pub async fn get_page(c: &Client, url: &str, cookie: &str) -> Result<usize, String> {
+    let resp = c.get(url).header(COOKIE, cookie).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if status != StatusCode::OK {
+        return Err(format!("GET {url}: {status}"));
+    }
+    Ok(body.len())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::form_token;
+    use super::{cookie_value, form_token};
+
+    #[test]
+    fn reads_cookies_from_a_cookie_header() {
+        assert_eq!(cookie_value("sessionid=abc; csrftoken=xyz", "csrftoken"), Some("xyz"));
+        assert_eq!(cookie_value("sessionid=abc", "sessionid"), Some("abc"));
+        assert_eq!(cookie_value("xsessionid=abc", "sessionid"), None);
+    }
 
     #[test]
     fn finds_django_and_reordered_tokens() {

@@ -13,10 +13,12 @@
 //! `worker` subcommand; one process holds ~19,000 sockets at most) and over loopback source
 //! addresses `127.0.0.2..` (bind before connect) to avoid ephemeral-port exhaustion.
 
+mod child;
 mod http;
 mod pool;
 mod redis_info;
 mod servers;
+mod soak;
 mod worker;
 mod ws;
 
@@ -126,8 +128,13 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         online: usize,
     },
+    /// Users holding one page each for minutes or hours under churn (reloads, closes, log-outs
+    /// and log-ins, sign-ups, slow readers), with the server's RSS, descriptors and tasks sampled.
+    Soak(soak::SoakArgs),
     #[command(hide = true)]
     Worker,
+    #[command(hide = true)]
+    SoakWorker,
 }
 
 #[derive(Args, Clone)]
@@ -287,8 +294,13 @@ fn emit(scenario: &str, fields: Vec<(&str, Value)>) {
 
 fn main() {
     let cli = Cli::parse();
-    if let Command::Worker = cli.cmd {
-        if let Err(e) = worker::run() {
+    let worker = match cli.cmd {
+        Command::Worker => Some(worker::run()),
+        Command::SoakWorker => Some(soak::worker::run()),
+        _ => None,
+    };
+    if let Some(result) = worker {
+        if let Err(e) = result {
             eprintln!("worker: {e}");
             std::process::exit(1);
         }
@@ -315,7 +327,8 @@ async fn run(cmd: Command) -> Result<(), String> {
             storm(c, watchers, changes, 0.0, settle_secs, close_after_open, "burst").await
         }
         Command::List { c, requests, concurrency, path, online } => list(c, requests, concurrency, &path, online).await,
-        Command::Worker => unreachable!(),
+        Command::Soak(a) => soak::soak(a).await,
+        Command::Worker | Command::SoakWorker => unreachable!(),
     }
 }
 

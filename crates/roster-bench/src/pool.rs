@@ -2,34 +2,14 @@
 //! subcommand, handed a share of the sockets as one JSON line, then driven by [`Cmd`] lines
 //! (one JSON reply each). [`Pool`] starts them, spreads the sockets and sums their answers.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 
+use crate::child::Worker;
 use crate::worker::{Change, Cmd, PageExpect, Ready, Report, SockSpec, Stats, StormRange, WorkerInit};
 use crate::ws::{Mode, Target};
 use crate::{page_window, Common};
-
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Worker {
-    async fn send(&mut self, cmd: &Cmd) -> Result<(), String> {
-        let mut s = serde_json::to_string(cmd).map_err(|e| e.to_string())?;
-        s.push('\n');
-        self.stdin.write_all(s.as_bytes()).await.map_err(|e| format!("worker stdin: {e}"))
-    }
-    async fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, String> {
-        let line = self.lines.next_line().await.map_err(|e| e.to_string())?.ok_or("worker exited")?;
-        serde_json::from_str(&line).map_err(|e| format!("worker said {line:.200}: {e}"))
-    }
-}
 
 pub struct Pool {
     workers: Vec<Worker>,
@@ -55,18 +35,8 @@ impl Pool {
         for (j, s) in specs.into_iter().enumerate() {
             shares[j % k].push(s);
         }
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut workers = Vec::new();
         for share in shares {
-            let mut child = tokio::process::Command::new(&exe)
-                .arg("worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("spawn worker: {e}"))?;
-            let mut stdin = child.stdin.take().ok_or("stdin")?;
-            let stdout = child.stdout.take().ok_or("stdout")?;
             let init = WorkerInit {
                 targets: targets.to_vec(),
                 sockets: share,
@@ -76,10 +46,7 @@ impl Pool {
                 window: window.clone(),
                 expect: expect.clone(),
             };
-            let mut s = serde_json::to_string(&init).map_err(|e| e.to_string())?;
-            s.push('\n');
-            stdin.write_all(s.as_bytes()).await.map_err(|e| e.to_string())?;
-            workers.push(Worker { child, stdin, lines: BufReader::new(stdout).lines() });
+            workers.push(Worker::spawn("worker", &init).await?);
         }
         let mut ready = Ready { start_us: u64::MAX, ok_by_node: vec![0; targets.len()], ..Default::default() };
         for w in workers.iter_mut() {
@@ -181,13 +148,9 @@ impl Pool {
         }
     }
 
-    pub async fn exit(mut self) {
-        for w in self.workers.iter_mut() {
-            let _ = w.send(&Cmd::Exit).await;
-        }
-        for mut w in self.workers {
-            drop(w.stdin);
-            let _ = tokio::time::timeout(Duration::from_secs(30), w.child.wait()).await;
+    pub async fn exit(self) {
+        for w in self.workers {
+            w.exit(&Cmd::Exit).await;
         }
     }
 

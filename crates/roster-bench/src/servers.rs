@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 /// Resident set size of a process in KiB (`/proc/PID/status` VmRSS).
-fn rss_kib(pid: u32) -> Option<u64> {
+pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -64,8 +64,23 @@ pub fn client_config() -> WebSocketConfig {
 
 /// Open `/users/` from source address `src` (bind before connect) with an optional cookie.
 pub async fn connect(target: &Target, cookie: Option<&str>, src: Option<IpAddr>) -> Result<Ws, String> {
+    connect_with(target, cookie, src, None).await
+}
+
+/// [`connect`] with a receive buffer of `recv_buffer` bytes (SO_RCVBUF, set before connecting so
+/// the window is small from the start): a peer that stops reading fills it, and the server's
+/// writes, soon.
+pub async fn connect_with(
+    target: &Target,
+    cookie: Option<&str>,
+    src: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> Result<Ws, String> {
     let addr = target.addr()?;
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    if let Some(n) = recv_buffer {
+        sock.set_recv_buffer_size(n).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    }
     if let Some(ip) = src {
         sock.bind(SocketAddr::new(ip, 0)).map_err(|e| format!("bind {ip}: {e}"))?;
     }

@@ -168,6 +168,12 @@ pub async fn render(State(app): State<AppState>) -> impl IntoResponse {
     metrics::counter!("roster_layer_fenced_total").absolute(layer.fenced);
     metrics::gauge!("roster_view_groups").set(s.view_groups as f64);
     metrics::gauge!("roster_directory_accounts").set(s.directory_accounts as f64);
+    // Tasks alive on each runtime: HTTP and the Redis layer on this one, socket loops and the hub
+    // on their own (`app.sockets`). Flat under steady load; a steady climb is a leak.
+    if let Ok(main) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!("roster_tasks_alive", "runtime" => "main").set(main.metrics().num_alive_tasks() as f64);
+    }
+    metrics::gauge!("roster_tasks_alive", "runtime" => "sockets").set(app.sockets.metrics().num_alive_tasks() as f64);
     let body = HANDLE.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

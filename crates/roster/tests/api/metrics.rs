@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
+use crate::presence::metric;
 use crate::prometheus::{until, Scrape};
 use crate::ws_client::{close, open, v2, Opts, TUTORIAL, V1};
 
@@ -217,3 +218,33 @@ const CLOSED: &str = "roster_ws_sockets_closed_total";
 const REFUSED: &str = "roster_ws_handshakes_refused_total";
 const THROTTLED: &str = "roster_throttled_total";
 const HTTP: &str = "roster_http_request_duration_seconds";
+
+#[tokio::test]
+async fn the_tasks_alive_gauge_counts_socket_tasks_and_falls_back_when_they_close() {
+    let server = TestServer::start().await;
+    let alice = user_browser(&server, "alice").await;
+    let socket_tasks = |text: &str| metric(text, r#"roster_tasks_alive{runtime="sockets"}"#);
+    let first = scrape(&server).await;
+    assert!(metric(&first, r#"roster_tasks_alive{runtime="main"}"#) >= 1.0, "{first}");
+    let before = socket_tasks(&first);
+
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        sockets.push(open(&server, Some(&alice), TUTORIAL).await.expect("socket"));
+    }
+    let during = socket_tasks(&scrape(&server).await);
+    assert!(during >= before + 10.0, "10 sockets open: {before} tasks before, {during} now");
+
+    for ws in sockets {
+        close(ws).await;
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let now = socket_tasks(&scrape(&server).await);
+        if now <= before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "socket tasks stayed at {now} (were {before} before)");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
