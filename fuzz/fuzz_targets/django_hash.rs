@@ -58,7 +58,8 @@ fn cheap(stored: &str) -> bool {
         let iterations = rest.split('$').next().unwrap_or("");
         return iterations.parse::<u64>().map_or(true, |n| n <= 2_000);
     }
-    let m = number("m=").unwrap_or(0);
-    let t = number("t=").unwrap_or(0);
+    // A missing `m` or `t` is the argon2 crate's default: 19 MiB, 2 passes.
+    let m = number("m=").unwrap_or(19_456);
+    let t = number("t=").unwrap_or(2);
     m <= 256 && t <= 4
 }

@@ -509,9 +509,12 @@ impl PageView {
                 if !self.live {
                     return Ok(false);
                 }
-                if d.seq != self.seq + 1 {
+                // Checked: a snapshot may carry any seq (a broken server's u64::MAX is a gap at
+                // the next diff, not an overflow).
+                let expected = self.seq.wrapping_add(1);
+                if self.seq == u64::MAX || d.seq != expected {
                     self.live = false;
-                    return Err(ViewGap::Seq { expected: self.seq + 1, got: d.seq });
+                    return Err(ViewGap::Seq { expected, got: d.seq });
                 }
                 for op in d.ops {
                     match op {
@@ -637,6 +640,18 @@ mod tests {
             parse_view_frame(&error_json(4, "limit must be a whole number from 1 to 1000")).unwrap(),
             ViewFrame::Error { view: 4, error: "limit must be a whole number from 1 to 1000".into() }
         );
+    }
+
+    /// Seen while writing the `roster_v1_client` fuzz target: a snapshot with seq u64::MAX
+    /// made the next diff's seq check overflow (a panic in debug builds).
+    #[test]
+    fn a_snapshot_at_the_last_seq_makes_the_next_diff_a_gap() {
+        let mut view = PageView::default();
+        let body = snapshot_body(u64::MAX, (0, 5, ""), &ViewCounts::default(), std::iter::empty());
+        assert_eq!(view.apply_text(&snapshot_json(0, 0, &body)), Ok(true));
+        let diff = diff_json(0, &[], &ViewCounts::default());
+        assert_eq!(view.apply_text(&diff), Err(ViewGap::Seq { expected: 0, got: 0 }));
+        assert!(!view.live);
     }
 
     #[test]

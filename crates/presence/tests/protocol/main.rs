@@ -132,6 +132,29 @@ impl Link {
     }
 }
 
+/// What a client behind a [`Link`] is checked against: the server's state at every `seq` (as a
+/// client on a perfect link saw it, or the hub published it).
+struct Truth<S> {
+    at: BTreeMap<u64, S>,
+    /// How many times the lossy client claimed to be in sync at a `seq` whose state is known.
+    checked: u32,
+}
+
+impl<S: PartialEq + std::fmt::Debug> Truth<S> {
+    fn new() -> Self {
+        Truth { at: BTreeMap::new(), checked: 0 }
+    }
+
+    /// A client that claims to be in sync at `seq` (`None`: it knows it is not) must show the
+    /// server's state at that `seq`.
+    fn check(&mut self, seq: Option<u64>, shown: S) {
+        if let Some(truth) = seq.and_then(|seq| self.at.get(&seq)) {
+            assert_eq!(&shown, truth, "in sync at seq {seq:?} but wrong");
+            self.checked += 1;
+        }
+    }
+}
+
 /// The hub and the sockets the actions hold.
 struct Server {
     hub: Hub,

@@ -21,23 +21,18 @@ struct Case {
     server: Server,
     /// A client on a perfect link: its list at each seq is the server's.
     reference: (Connection, ClientView),
-    truth: BTreeMap<u64, State>,
-    conn: Connection,
-    view: ClientView,
-    link: Link,
+    truth: Truth<State>,
+    /// The client on a lossy link, and how often it reconnected.
+    lossy: (Connection, ClientView, Link),
     reconnects: u32,
-    /// How many times the lossy client was found in sync at a seq whose list is known.
-    checked: u32,
 }
 
 impl Case {
     fn start(grace_ms: u64, capacity: usize, faults: Vec<Fault>) -> Case {
         let mut server = Server::start(grace_ms, capacity);
         let reference = (server.connect(1, Protocol::RosterV1), ClientView::default());
-        let conn = server.connect(2, Protocol::RosterV1);
-        let link = Link::new(faults);
-        let truth = BTreeMap::new();
-        Case { server, reference, truth, conn, view: ClientView::default(), link, reconnects: 0, checked: 0 }
+        let lossy = (server.connect(2, Protocol::RosterV1), ClientView::default(), Link::new(faults));
+        Case { server, reference, truth: Truth::new(), lossy, reconnects: 0 }
     }
 
     /// The client receives what the hub sent since the last look; out of sync, it reconnects.
@@ -48,43 +43,38 @@ impl Case {
                 panic!("the perfect link's client failed: {e:?}");
             }
             let seq = reference.seq().expect("in sync");
-            self.truth.insert(seq, shown(reference));
+            self.truth.at.insert(seq, shown(reference));
         }
         let published = self.server.hub.snapshot();
-        self.truth.insert(published.seq, of_snapshot(&published));
+        self.truth.at.insert(published.seq, of_snapshot(&published));
         for _ in 0..4 {
-            for f in frames(&mut self.conn) {
-                for received in self.link.pass(f) {
+            for f in frames(&mut self.lossy.0) {
+                for received in self.lossy.2.pass(f) {
                     self.receive(&received);
                 }
             }
-            if self.view.in_sync() {
+            if self.lossy.1.in_sync() {
                 return;
             }
             // What a client does on a gap: a new socket, whose first frame is a snapshot.
             let fresh = self.server.connect(2, Protocol::RosterV1);
-            drop(std::mem::replace(&mut self.conn, fresh));
-            self.link.reconnected();
+            drop(std::mem::replace(&mut self.lossy.0, fresh));
+            self.lossy.2.reconnected();
             self.reconnects += 1;
         }
     }
 
     fn receive(&mut self, frame: &[u8]) {
-        let _ = self.view.apply_text(frame);
-        if self.view.in_sync() {
-            let seq = self.view.seq().expect("in sync");
-            if let Some(truth) = self.truth.get(&seq) {
-                assert_eq!(&shown(&self.view), truth, "in sync at seq {seq} but wrong");
-                self.checked += 1;
-            }
-        }
+        let view = &mut self.lossy.1;
+        let _ = view.apply_text(frame);
+        self.truth.check(view.in_sync().then(|| view.seq()).flatten(), shown(view));
     }
 
     /// The link heals, then one more change goes out: a client that missed the last frames
     /// learns it from that one's seq (a drop is noticed at the next frame, not before). Then it
     /// must be in sync and equal to the server.
     async fn finish(&mut self) {
-        for late in self.link.heal() {
+        for late in self.lossy.2.heal() {
             self.receive(&late);
         }
         self.observe();
@@ -97,11 +87,12 @@ impl Case {
             self.server.flush().await;
             self.observe();
         }
-        assert!(self.view.in_sync(), "out of sync on a perfect link");
+        let view = &self.lossy.1;
+        assert!(view.in_sync(), "out of sync on a perfect link");
         let truth = of_snapshot(&self.server.hub.snapshot());
-        assert_eq!(shown(&self.view), truth);
+        assert_eq!(shown(view), truth);
         assert_eq!(shown(&self.reference.1), truth);
-        assert_eq!(self.view.seq(), Some(self.server.hub.snapshot().seq));
+        assert_eq!(view.seq(), Some(self.server.hub.snapshot().seq));
     }
 }
 
@@ -144,6 +135,6 @@ fn dropped_diffs_are_noticed_and_resynced() {
         }
         case.finish().await;
         assert!(case.reconnects >= 2, "reconnects: {}", case.reconnects);
-        assert!(case.checked >= 5, "checked: {}", case.checked);
+        assert!(case.truth.checked >= 5, "checked: {}", case.truth.checked);
     });
 }

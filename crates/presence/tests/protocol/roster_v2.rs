@@ -20,12 +20,10 @@ struct Case {
     window: Window,
     /// A page on a perfect link, watching the same window: its view at each seq is the server's.
     reference: (Connection, PageView),
-    truth: BTreeMap<u64, State>,
-    conn: Connection,
-    view: PageView,
-    link: Link,
+    truth: Truth<State>,
+    /// The page on a lossy link, and how often it re-subscribed.
+    lossy: (Connection, PageView, Link),
     resubscribes: u32,
-    checked: u32,
 }
 
 impl Case {
@@ -37,9 +35,8 @@ impl Case {
             server.hub.watch(user(id), session, &window).expect("a page's socket opens")
         };
         let reference = (watch(1), PageView::default());
-        let conn = watch(2);
-        let (truth, view, link) = (BTreeMap::new(), PageView::default(), Link::new(faults));
-        Case { server, window, reference, truth, conn, view, link, resubscribes: 0, checked: 0 }
+        let lossy = (watch(2), PageView::default(), Link::new(faults));
+        Case { server, window, reference, truth: Truth::new(), lossy, resubscribes: 0 }
     }
 
     async fn observe(&mut self) {
@@ -49,42 +46,38 @@ impl Case {
                 panic!("the perfect link's page failed: {gap}");
             }
             if reference.live {
-                self.truth.insert(reference.seq, shown(reference));
+                self.truth.at.insert(reference.seq, shown(reference));
             }
         }
         for _ in 0..4 {
-            for f in frames(&mut self.conn) {
-                for received in self.link.pass(f) {
+            for f in frames(&mut self.lossy.0) {
+                for received in self.lossy.2.pass(f) {
                     self.receive(&received);
                 }
             }
-            if self.view.live {
+            if self.lossy.1.live {
                 return;
             }
             // What the page does on a gap: ask for its window again, under a new request id.
-            let id = self.view.requested + 1;
-            while self.conn.watch(id, &self.window).is_err() {
+            let id = self.lossy.1.requested + 1;
+            while self.lossy.0.watch(id, &self.window).is_err() {
                 // Re-subscribing faster than a person would: the page waits.
                 tokio::time::advance(Duration::from_millis(250)).await;
                 settle().await;
             }
-            self.view.requested(id);
+            self.lossy.1.requested(id);
             self.resubscribes += 1;
         }
     }
 
     fn receive(&mut self, frame: &[u8]) {
-        let _ = self.view.apply_text(frame);
-        if self.view.live {
-            if let Some(truth) = self.truth.get(&self.view.seq) {
-                assert_eq!(&shown(&self.view), truth, "live at seq {} but wrong", self.view.seq);
-                self.checked += 1;
-            }
-        }
+        let view = &mut self.lossy.1;
+        let _ = view.apply_text(frame);
+        self.truth.check(view.live.then_some(view.seq), shown(view));
     }
 
     async fn finish(&mut self) {
-        for late in self.link.heal() {
+        for late in self.lossy.2.heal() {
             self.receive(&late);
         }
         self.observe().await;
@@ -97,7 +90,8 @@ impl Case {
             self.server.flush().await;
             self.observe().await;
         }
-        assert!(self.view.live, "not live on a perfect link");
+        let view = &self.lossy.1;
+        assert!(view.live, "not live on a perfect link");
         // A page opened now gets the server's window.
         let mut fresh = PageView::default();
         let mut c = self.server.hub.watch(user(3), SessionKey::from("fresh"), &self.window).expect("opens");
@@ -105,8 +99,8 @@ impl Case {
             fresh.apply_text(&f).expect("a snapshot");
         }
         assert!(fresh.live);
-        assert_eq!(shown(&self.view), shown(&fresh));
-        assert_eq!(self.view.seq, fresh.seq);
+        assert_eq!(shown(view), shown(&fresh));
+        assert_eq!(view.seq, fresh.seq);
         assert_eq!(shown(&self.reference.1), shown(&fresh));
     }
 }
@@ -157,6 +151,6 @@ fn duplicated_diffs_make_the_page_resubscribe() {
         }
         case.finish().await;
         assert!(case.resubscribes >= 2, "resubscribes: {}", case.resubscribes);
-        assert!(case.checked >= 5, "checked: {}", case.checked);
+        assert!(case.truth.checked >= 5, "checked: {}", case.truth.checked);
     });
 }
