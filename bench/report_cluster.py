@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from reportlib import Results, fmt, ratio, verdict
+from reportlib import SOAK_BEGIN, Results, fmt, ratio, verdict
 
 BEGIN = "<!-- cluster section: written by bench/report_cluster.py -->"
 END = "<!-- end of the cluster section -->"
@@ -229,7 +229,9 @@ def splice(old, section_text, row, findings):
         text = text.replace(old_row, row)
     if findings is not None:
         i = text.find("\n" + FINDINGS)
-        j = text.find("\n" + COMMANDS, i + 1)
+        # The findings end where the soak's section (bench/soak_report.py) or the commands begin.
+        ends = [k for k in (text.find("\n" + SOAK_BEGIN, i + 1), text.find("\n" + COMMANDS, i + 1)) if k >= 0]
+        j = min(ends) if ends else -1
         if i >= 0 and j >= 0:
             text = text[:i + 1] + findings.rstrip() + "\n\n" + text[j + 1:]
     return text

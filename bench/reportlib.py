@@ -42,3 +42,8 @@ def ratio(a, b, digits=2):
 
 def verdict(ok):
     return "–" if ok is None else ("**yes**" if ok else "**no**")
+
+
+# bench/soak_report.py's section of BENCHMARKS.md (after the findings, before the commands).
+SOAK_BEGIN = "<!-- soak section: written by bench/soak_report.py -->"
+SOAK_END = "<!-- end of the soak section -->"

@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
+from reportlib import SOAK_BEGIN as BEGIN, SOAK_END as END
+
 root = Path(__file__).resolve().parent.parent
-BEGIN = "<!-- soak section: written by bench/soak_report.py -->"
-END = "<!-- end of the soak section -->"
 COMMANDS = "## Commands (as run)"
 MOMENTS = (("before", "before the pages opened"), ("connected", "every page open"),
            ("warmed_up", "after warm-up"), ("end_of_churn", "end of the churn"),
@@ -125,4 +125,5 @@ def main():
     print(f"wrote bench/SOAK.md and its section of {bench_md}", file=sys.stderr)
 
 
-main()
+if __name__ == "__main__":
+    main()
