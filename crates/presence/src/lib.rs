@@ -46,8 +46,8 @@ use serde::{Deserialize, Serialize};
 
 pub use event::SessionKey;
 pub use hub::{
-    AccountList, ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, Session,
-    WatchError,
+    AccountList, CloseRequest, ConnectError, Connection, Hub, HubConfig, HubStats, Outgoing, PresenceObserver,
+    Protocol, Session, WatchError,
 };
 pub use protocol::views::{ViewRequest, Window};
 pub use protocol::{Snapshot, ROSTER_V1, ROSTER_V2};

@@ -330,9 +330,10 @@ async fn close_ended_sessions(store: &Store, hub: &Hub, sessions: &SessionCache)
     for (key, user_id) in open {
         let hash = String::from_utf8_lossy(key.as_bytes());
         if !live.contains(hash.as_ref()) {
-            tracing::info!(user_id, "session ended or expired: closing its sockets");
             sessions.forget(&hash);
-            hub.close_session_here(&key);
+            if hub.close_session_here(&key) {
+                tracing::info!(user_id, "session ended or expired: closed its sockets");
+            }
         }
     }
 }

@@ -206,6 +206,8 @@ where
     let deadline = heartbeat.interval + heartbeat.timeout;
     // Whether we sent a close frame and should linger for the peer's reply.
     let mut closing = false;
+    // The hub's close request, heard even while a write borrows the connection.
+    let close = conn.close_request();
     // One registration with the shared token for the socket's life, not one per batch.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
@@ -223,15 +225,25 @@ where
                 let written = match first {
                     Poll::Ready(r) => r.map_err(|_| End::PeerGone),
                     // A peer that stops reading blocks the write; it gets until the liveness
-                    // deadline (its frames meanwhile wait in the hub's bounded queue), and a
-                    // shutdown still ends it at once.
-                    Poll::Pending => tokio::select! {
-                        // The write first: at shutdown the hub's own Close(1001) is in this batch
-                        // and must go out; the token only wins over a write that is stuck.
-                        biased;
-                        r = bounded(deadline, write) => r,
-                        () = &mut cancelled => break End::Shutdown,
-                    },
+                    // deadline (its frames meanwhile wait in the hub's bounded queue). A shutdown
+                    // still ends it at once, and a log out after LINGER.
+                    Poll::Pending => {
+                        let mut write = Box::pin(bounded(deadline, write));
+                        tokio::select! {
+                            // The write first: at shutdown the hub's own Close(1001) is in this
+                            // batch and must go out; the token only wins over a write that is stuck.
+                            biased;
+                            r = &mut write => r,
+                            () = &mut cancelled => break End::Shutdown,
+                            // Logged out (or closed by the hub) while the peer is not reading: the
+                            // write gets LINGER to finish, then the socket ends without waiting for
+                            // the liveness deadline. The peer could not read our close frame anyway.
+                            code = close.requested() => match tokio::time::timeout(LINGER, &mut write).await {
+                                Ok(r) => r,
+                                Err(_) => break End::Closed(code),
+                            },
+                        }
+                    }
                 };
                 match written {
                     Ok(None) => {}

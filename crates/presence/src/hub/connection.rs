@@ -103,6 +103,28 @@ impl fmt::Debug for Connection {
     }
 }
 
+/// The hub's close request for one socket, apart from its [`Connection`]: a socket loop whose
+/// write waits on a peer that stopped reading holds the connection borrowed, and still must hear
+/// a log out (see [`Connection::close_request`]).
+#[derive(Clone, Debug)]
+pub struct CloseRequest(Arc<SocketShared>);
+
+impl CloseRequest {
+    /// Waits until the hub asks the socket to close (log out, account closed, session expired,
+    /// shutdown); the close code. Cancel-safe. [`Connection::next`] still returns the close.
+    pub async fn requested(&self) -> u16 {
+        loop {
+            // Registered before the check: a request between the two still wakes it.
+            let notified = self.0.notify.notified();
+            let code = self.0.close.load(Ordering::Acquire);
+            if code != 0 {
+                return code;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl Connection {
     pub fn user(&self) -> UserId {
         self.user
@@ -110,6 +132,12 @@ impl Connection {
 
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// A handle that tells when the hub asks this socket to close, usable while the connection
+    /// is borrowed.
+    pub fn close_request(&self) -> CloseRequest {
+        CloseRequest(self.shared.clone())
     }
 
     /// From now on, every [`Outgoing::Frame`] is complete WebSocket frames (RFC 6455, unmasked, as

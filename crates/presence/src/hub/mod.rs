@@ -55,7 +55,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use connection::Connection;
+pub use connection::{CloseRequest, Connection};
 pub use types::{ConnectError, HubConfig, HubStats, Outgoing, PresenceObserver, Protocol, Session, WatchError};
 pub use views::{lowercase_key, AccountList, SearchKey};
 
@@ -403,13 +403,15 @@ impl Hub {
 
     /// The reconciler's backstop for a session ended by another process (the CLI) or found
     /// expired: closes its sockets on this node only (4001). Every node's reconciler finds the
-    /// same sessions, so nothing is broadcast.
-    pub fn close_session_here(&self, session: &SessionKey) {
+    /// same sessions, so nothing is broadcast. Whether the session still had sockets here (a
+    /// log out on this node may have closed them since the reconciler looked).
+    pub fn close_session_here(&self, session: &SessionKey) -> bool {
         let now_ms = self.inner.now_ms();
         let mut core = lock(&self.inner.core);
-        let (_, down) = core.registry.close_session(session, CLOSE_LOGGED_OUT, now_ms);
+        let (user, down) = core.registry.close_session(session, CLOSE_LOGGED_OUT, now_ms);
         core.outbox.extend(down);
         self.inner.queue(core);
+        user.is_some()
     }
 
     /// Deactivated user: every socket of every session, on every node, gets

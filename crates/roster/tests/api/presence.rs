@@ -252,6 +252,33 @@ async fn a_client_that_stops_reading_gets_a_snapshot_when_it_reads_again() {
     assert!(metric(&metrics, "roster_lagging_resyncs_total") >= 1.0, "{metrics}");
 }
 
+#[tokio::test]
+async fn a_socket_that_stopped_reading_ends_a_second_after_its_log_out() {
+    // The liveness deadline is ten minutes away: only the log out can end this socket in time.
+    let server =
+        TestServer::start_with(&["--tick", "0s", "--tcp-send-buffer", "4096", "--ping-interval", "600s"]).await;
+    let alice = user_browser(&server, "alice").await;
+    let other = user_browser(&server, &"b".repeat(140)).await;
+    let stalled = open(&server, Some(&alice), Opts { recv_buffer: Some(4096), ..V1 }).await.expect("alice");
+    // 1,000 changes of a long name, about 200 KB for alice, who reads none of it: both socket
+    // buffers (some 16 KB) fill and the server's write to her waits.
+    let cookie = other.cookie_header();
+    for _ in 0..500 {
+        close(crate::ws_client::open_raw(server.addr, &cookie).await).await;
+    }
+
+    let token = csrf(&server, &alice.client, "/log_out/").await;
+    let r = post_form(&server, &alice.client, "/log_out/", &[("csrfmiddlewaretoken", &token)]).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    const CLOSED: &str = "roster_ws_sockets_closed_total";
+    let scrape = crate::prometheus::until(&server.url("/metrics"), "the stalled socket ended by its log out", |s| {
+        s.sum(CLOSED, &[("reason", "logged_out")]) == 1.0
+    })
+    .await;
+    assert_eq!(scrape.sum(CLOSED, &[("reason", "no_pong")]), 0.0, "not by the liveness deadline");
+    drop(stalled);
+}
+
 pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
