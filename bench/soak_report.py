@@ -106,7 +106,10 @@ def main():
              "Users hold one page each (8 in 10 the built-in page's `roster.v2` window, 1 in 10 "
              "`roster.v1`, 1 in 10 tutorial frames), held under continuous churn while the server's RSS, "
              "open descriptors and live tasks (`roster_tasks_alive`) are sampled every 5 s. What the "
-             "load generator does and how deliveries are counted: bench/README.md (\"Soak\").\n"]
+             "load generator does and how deliveries are counted: bench/README.md (\"Soak\"). "
+             "The server allocates with jemalloc since the soak showed glibc's malloc keeping freed "
+             "memory (docs/decisions.md, \"The allocator is jemalloc\"); the tables above this section "
+             "were measured before that, with glibc's malloc.\n"]
     for shape, minutes in runs:
         parts.append(shape_section(shape, minutes))
     parts.append(END)

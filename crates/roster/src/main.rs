@@ -3,6 +3,9 @@
 
 use roster::config::ConfigError;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let parsed = match roster::config::parse(std::env::args_os()) {
