@@ -214,7 +214,7 @@ async fn counters_move_as_sockets_open_and_close_and_requests_are_refused() {
 }
 
 const OPENED: &str = "roster_ws_sockets_opened_total";
-const CLOSED: &str = "roster_ws_sockets_closed_total";
+pub(crate) const CLOSED: &str = "roster_ws_sockets_closed_total";
 const REFUSED: &str = "roster_ws_handshakes_refused_total";
 const THROTTLED: &str = "roster_throttled_total";
 const HTTP: &str = "roster_http_request_duration_seconds";
